@@ -1,0 +1,140 @@
+#!/usr/bin/env bash
+# Builds the images mcp-code-executor runs code in.
+#
+#   scripts/build-images.sh [venv] [uv] [conda] [conda-standin]   (default: all of them)
+#
+# Where a registry is reachable the images are built on public bases (python:3.12-slim and a
+# conda-forge base). Where none is (the offline build machines, DESIGN §6), a minimal Debian is
+# debootstrapped into a folder and imported as the base instead; the real conda image cannot be
+# built there, so a stand-in with the same layout (mcp-code-executor/conda-standin) is built for
+# the tests.
+#
+# An image is rebuilt only when its inputs (Dockerfile, packages, base) changed; FORCE=1 rebuilds.
+#
+# Settings (environment variables):
+#   BASE_IMAGE      base for venv/uv/conda-standin; skips the pull/debootstrap choice
+#   PUBLIC_BASE     public base tried first            (default python:3.12-slim)
+#   CONDA_BASE      base of the real conda image       (default condaforge/miniforge3:latest)
+#   PACKAGES        packages baked into every image   (default "numpy pandas matplotlib")
+#   CA_BUNDLE       CA bundle trusted while downloading (default /etc/ssl/certs/ca-certificates.crt
+#                   when present; set it empty to use the tools' own bundles)
+#   PIP_INDEX_URL   package index used while building  (default: PyPI)
+#   DEBIAN_MIRROR   mirror for debootstrap             (default http://deb.debian.org/debian)
+#   DEBIAN_SUITE    Debian release for debootstrap     (default bookworm)
+#   PULL_TIMEOUT    seconds to wait for a pull          (default 60)
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+PUBLIC_BASE=${PUBLIC_BASE:-python:3.12-slim}
+CONDA_BASE=${CONDA_BASE:-condaforge/miniforge3:latest}
+PACKAGES=${PACKAGES:-numpy pandas matplotlib}
+if [ -z "${CA_BUNDLE+set}" ] && [ -f /etc/ssl/certs/ca-certificates.crt ]; then
+  CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt
+fi
+CA_BUNDLE=${CA_BUNDLE:-}
+PIP_INDEX_URL=${PIP_INDEX_URL:-}
+DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+DEBIAN_SUITE=${DEBIAN_SUITE:-bookworm}
+PULL_TIMEOUT=${PULL_TIMEOUT:-60}
+FORCE=${FORCE:-0}
+LOCAL_BASE=mcp-code-executor/base:$DEBIAN_SUITE
+
+log() { printf '[build-images] %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+command -v docker >/dev/null || die "docker is not installed; install Docker Engine first"
+docker info >/dev/null 2>&1 || die "cannot reach the Docker daemon (is it running, may this user use it?)"
+
+have_image() { docker image inspect "$1" >/dev/null 2>&1; }
+
+try_pull() {
+  have_image "$1" && return 0
+  log "trying to pull $1 (up to ${PULL_TIMEOUT}s)"
+  timeout "$PULL_TIMEOUT" docker pull -q "$1" >/dev/null 2>&1
+}
+
+# A minimal Debian with python3 and venv support, made without any registry.
+build_local_base() {
+  if have_image "$LOCAL_BASE" && [ "$FORCE" != 1 ]; then return 0; fi
+  command -v debootstrap >/dev/null ||
+    die "no registry reachable and debootstrap is missing: apt-get install debootstrap (or set BASE_IMAGE)"
+  [ "$(id -u)" = 0 ] || die "debootstrap needs root: run this script as root (or set BASE_IMAGE)"
+  local dir
+  dir=$(mktemp -d /var/tmp/mce-rootfs.XXXXXX)
+  log "debootstrapping Debian $DEBIAN_SUITE into $dir (a few minutes)"
+  debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates \
+    "$DEBIAN_SUITE" "$dir" "$DEBIAN_MIRROR" >"$dir.log" 2>&1 ||
+    { tail -20 "$dir.log" >&2; die "debootstrap failed (log above)"; }
+  rm -f "$dir.log"
+  rm -rf "$dir"/var/cache/apt/archives/*.deb "$dir"/var/lib/apt/lists/* "$dir"/usr/share/doc \
+    "$dir"/usr/share/man "$dir"/usr/share/locale
+  log "importing it as $LOCAL_BASE"
+  tar -C "$dir" -c . | docker import \
+    --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+    --change 'ENV LANG=C.UTF-8' \
+    --change 'CMD ["/bin/bash"]' - "$LOCAL_BASE" >/dev/null
+  rm -rf "$dir"
+}
+
+resolve_base() {
+  if [ -n "${BASE_IMAGE:-}" ]; then echo "$BASE_IMAGE"; return; fi
+  if try_pull "$PUBLIC_BASE"; then echo "$PUBLIC_BASE"; return; fi
+  log "no registry reachable: building a local Debian base instead"
+  build_local_base
+  echo "$LOCAL_BASE"
+}
+
+# build NAME DIR TAG BASE: builds images/DIR as TAG unless an image with the same inputs exists.
+build() {
+  local dir=$1 tag=$2 base=$3 ctx hash current
+  ctx=$(mktemp -d)
+  cp -r "$ROOT/images/$dir/." "$ctx/"
+  if [ -n "$CA_BUNDLE" ]; then
+    [ -f "$CA_BUNDLE" ] || die "CA_BUNDLE=$CA_BUNDLE does not exist"
+    cp "$CA_BUNDLE" "$ctx/build-ca.crt"
+  else
+    : >"$ctx/build-ca.crt"
+  fi
+  hash=$( { cat "$ctx"/Dockerfile; echo "$PACKAGES|$PIP_INDEX_URL|$(docker image inspect -f '{{.Id}}' "$base")"; } |
+    sha256sum | cut -c1-16)
+  current=$(docker image inspect -f '{{index .Config.Labels "mcp-code-executor.build-hash"}}' "$tag" 2>/dev/null || true)
+  if [ "$current" = "$hash" ] && [ "$FORCE" != 1 ]; then
+    log "$tag is up to date"
+    rm -rf "$ctx"
+    return 0
+  fi
+  log "building $tag from $base"
+  if ! docker build -q -t "$tag" \
+    --build-arg "BASE_IMAGE=$base" \
+    --build-arg "PACKAGES=$PACKAGES" \
+    --build-arg "PIP_INDEX_URL=$PIP_INDEX_URL" \
+    --label "mcp-code-executor.build-hash=$hash" \
+    "$ctx" >/dev/null; then
+    rm -rf "$ctx"
+    die "building $tag failed (run again to see Docker's output above)"
+  fi
+  rm -rf "$ctx"
+  log "built $tag"
+}
+
+targets=("$@")
+[ ${#targets[@]} -gt 0 ] || targets=(venv uv conda conda-standin)
+
+base=""
+for t in "${targets[@]}"; do
+  case $t in
+    venv | uv | conda-standin)
+      [ -n "$base" ] || base=$(resolve_base)
+      build "$t" "mcp-code-executor/$t" "$base"
+      ;;
+    conda)
+      if try_pull "$CONDA_BASE"; then
+        build conda mcp-code-executor/conda "$CONDA_BASE"
+      else
+        log "skipping mcp-code-executor/conda: cannot pull $CONDA_BASE here (no registry)."
+        log "  the tests use the stand-in mcp-code-executor/conda-standin instead"
+      fi
+      ;;
+    *) die "unknown image '$t' (known: venv uv conda conda-standin)" ;;
+  esac
+done

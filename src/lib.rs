@@ -1,0 +1,87 @@
+//! mcp-code-executor: an MCP server (stdio) that runs LLM-written Python in short-lived,
+//! locked-down Docker containers and keeps every file in a host folder.
+//!
+//! Where things live:
+//! - [`config`]: settings (CLI flags and environment variables) → validated [`config::Config`].
+//! - [`environment`]: the environment kinds, their names/paths and interpreters (pure data).
+//! - [`storage`]: the storage directory; confined, no-follow file operations.
+//! - [`sandbox`]: running one program in a container (`policy` decides the settings, `docker` is
+//!   the only code that talks to Docker, `output` caps what programs print).
+//! - [`tools`]: the tool contract as Rust types (arguments and results; schemas come from them).
+//! - [`server`]: the MCP tool handlers.
+//! - [`error`]: typed errors.
+//!
+//! [`run`] serves MCP on stdin/stdout until the client leaves or a signal arrives, then removes
+//! every container this server started.
+
+pub mod config;
+pub mod environment;
+pub mod error;
+pub mod sandbox;
+pub mod server;
+pub mod storage;
+pub mod tools;
+
+use std::sync::Arc;
+
+use rmcp::ServiceExt;
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::config::Config;
+use crate::error::Error;
+use crate::server::{CodeExecutor, State};
+
+/// Serves MCP over stdio until stdin closes, SIGTERM or SIGINT; leaves no container behind.
+pub async fn run(config: Config) -> Result<(), Error> {
+    if config.storage_defaulted {
+        tracing::warn!(
+            "CODE_STORAGE_DIR is not set: code and the files it writes go to {}",
+            config.storage_dir.display()
+        );
+    }
+    let state = Arc::new(State::new(config)?);
+    tracing::info!(
+        storage = %state.config.storage_dir.display(),
+        environment = %state.config.environments.active_spec(),
+        instance = state.sandbox.instance(),
+        "mcp-code-executor ready"
+    );
+
+    // Leftovers of servers that died (even by SIGKILL) are removed in the background, so that
+    // `initialize` is answered at once.
+    let cleaner = Arc::clone(&state);
+    tokio::spawn(async move {
+        match cleaner.sandbox.remove_leftovers().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!("removed {n} leftover container(s) of earlier servers"),
+            Err(e) => tracing::warn!("could not check for leftover containers: {e}"),
+        }
+    });
+
+    let mut sigterm = signal(SignalKind::terminate()).map_err(Error::Signals)?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(Error::Signals)?;
+    let serving = async {
+        let service = CodeExecutor::new(Arc::clone(&state))
+            .serve(rmcp::transport::stdio())
+            .await
+            .map_err(|e| Error::Transport(e.to_string()))?;
+        let stop = service.cancellation_token();
+        tokio::select! {
+            quit = service.waiting() => {
+                tracing::info!("client disconnected ({quit:?})");
+            }
+            _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); stop.cancel(); }
+            _ = sigint.recv() => { tracing::info!("SIGINT: shutting down"); stop.cancel(); }
+        }
+        Ok::<(), Error>(())
+    };
+    let served = serving.await;
+
+    state.sandbox.close();
+    match state.sandbox.remove_own().await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!("removed {n} container(s) still running"),
+        Err(e) => tracing::warn!("could not remove this server's containers: {e}"),
+    }
+    served
+}

@@ -1,0 +1,255 @@
+//! The tool contract as Rust types: arguments (input schemas) and results (output schemas), with
+//! the original server's names and fields plus the ones it lacked (DESIGN §1). Schemas are
+//! generated from these types; a golden test pins them.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Images, Limits};
+use crate::environment::{EnvSpec, EnvType, Environments};
+
+// ---------------------------------------------------------------- arguments
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct ExecuteCodeArgs {
+    /// Python source code to store as a new .py file and run.
+    pub code: String,
+    /// Name for the stored file (sanitized; a random suffix and .py are added).
+    #[serde(default)]
+    pub filename: Option<String>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct InitializeCodeFileArgs {
+    /// Initial content of the file.
+    pub content: String,
+    /// Name for the file (sanitized; a random suffix and .py are added).
+    #[serde(default)]
+    pub filename: Option<String>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct AppendToCodeFileArgs {
+    /// The file: its bare name or the path this server returned.
+    pub file_path: String,
+    /// Text to append.
+    pub content: String,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct FilePathArgs {
+    /// The file: its bare name or the path this server returned.
+    pub file_path: String,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct ConfigureEnvironmentArgs {
+    /// Environment type to switch to.
+    #[serde(rename = "type")]
+    pub env_type: EnvType,
+    /// Conda environment name (for type conda).
+    #[serde(default)]
+    pub conda_name: Option<String>,
+    /// Virtualenv path inside the image, below /opt, or a simple name (for type venv).
+    #[serde(default)]
+    pub venv_path: Option<String>,
+    /// uv virtualenv path inside the image, below /opt, or a simple name (for type venv-uv).
+    #[serde(default)]
+    pub uv_venv_path: Option<String>,
+}
+
+impl ConfigureEnvironmentArgs {
+    /// The name/path given for the selected type (others are ignored).
+    pub fn location(&self) -> Option<&str> {
+        match self.env_type {
+            EnvType::Venv => self.venv_path.as_deref(),
+            EnvType::VenvUv => self.uv_venv_path.as_deref(),
+            EnvType::Conda => self.conda_name.as_deref(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------- results
+
+/// `success` or `error`, as in the original.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    #[default]
+    Success,
+    Error,
+}
+
+/// Result of `execute_code` and `execute_code_file`.
+#[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
+pub struct RunResult {
+    pub status: Status,
+    /// What went wrong and what to do (only on failure).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// stdout, then stderr (as the original's single output field).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+    /// Absolute path of the stored file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file_path: Option<String>,
+    /// Name of the stored file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub generated_filename: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stdout: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stderr: Option<String>,
+    /// The program's exit code (absent when it was killed before exiting).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    /// Killed at the time limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timed_out: Option<bool>,
+    /// Killed by the kernel for exceeding the memory limit (from Docker's state).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oom_killed: Option<bool>,
+    /// Output was cut to the output limit (beginning and end kept).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub truncated: Option<bool>,
+    /// Stopped because the client cancelled the call.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cancelled: Option<bool>,
+    /// The environment it ran in, e.g. "venv /opt/venv".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
+}
+
+/// Result of `initialize_code_file`, `append_to_code_file` and `read_code_file`.
+#[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
+pub struct FileResult {
+    pub status: Status,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Absolute path of the file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file_path: Option<String>,
+    /// Name of the file (initialize_code_file).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub filename: Option<String>,
+    /// The file's content (read_code_file).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+    /// Size in bytes after the operation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+}
+
+/// One environment as reported to clients.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct EnvReport {
+    /// venv, venv-uv or conda.
+    #[serde(rename = "type")]
+    pub env_type: EnvType,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub conda_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub venv_path: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uv_venv_path: Option<String>,
+    /// The image the environment lives in.
+    pub image: String,
+    /// Interpreter inside the image.
+    pub interpreter: String,
+}
+
+impl EnvReport {
+    pub fn new(spec: &EnvSpec, images: &Images) -> Self {
+        let loc = Some(spec.location().to_string());
+        EnvReport {
+            env_type: spec.env_type,
+            conda_name: (spec.env_type == EnvType::Conda).then(|| loc.clone()).flatten(),
+            venv_path: (spec.env_type == EnvType::Venv).then(|| loc.clone()).flatten(),
+            uv_venv_path: (spec.env_type == EnvType::VenvUv).then(|| loc.clone()).flatten(),
+            image: images.for_type(spec.env_type).to_string(),
+            interpreter: spec.interpreter(),
+        }
+    }
+}
+
+/// Result of `configure_environment`.
+#[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
+pub struct ConfigureResult {
+    pub status: Status,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub previous: Option<EnvReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub current: Option<EnvReport>,
+}
+
+/// The configuration reported by `get_environment_config`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct ConfigReport {
+    /// The active environment (with the original's fields: type, conda_name, venv_path,
+    /// uv_venv_path).
+    #[serde(flatten)]
+    pub active: EnvReport,
+    /// The environment configured for each type.
+    pub environments: Vec<EnvReport>,
+    /// Host folder where code is stored and runs write files.
+    pub code_storage_dir: String,
+    /// Limits applied to every run.
+    pub limits: Limits,
+    /// uid:gid that code runs as.
+    pub run_as: String,
+    /// Container isolation applied to every run.
+    pub isolation: Vec<String>,
+}
+
+/// Result of `get_environment_config`.
+#[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
+pub struct ConfigResult {
+    pub status: Status,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub config: Option<ConfigReport>,
+}
+
+impl ConfigReport {
+    pub fn new(
+        envs: &Environments,
+        images: &Images,
+        storage: &str,
+        limits: &Limits,
+        run_as: (u32, u32),
+    ) -> Self {
+        ConfigReport {
+            active: EnvReport::new(envs.active_spec(), images),
+            environments: EnvType::ALL
+                .iter()
+                .map(|t| EnvReport::new(envs.spec(*t), images))
+                .collect(),
+            code_storage_dir: storage.to_string(),
+            limits: limits.clone(),
+            run_as: format!("{}:{}", run_as.0, run_as.1),
+            isolation: [
+                "network none",
+                "all capabilities dropped",
+                "no-new-privileges",
+                "non-root user",
+                "read-only root filesystem, size-limited /tmp",
+                "memory (no swap), CPU and pids limits",
+                "init reaps processes; wall-clock deadline",
+                "allow-listed environment variables",
+                "only the storage directory is mounted",
+            ]
+            .into_iter()
+            .map(String::from)
+            .collect(),
+        }
+    }
+}
