@@ -1,0 +1,202 @@
+//! Test harness: starts the real `mcp-code-executor` binary, speaks MCP to it over stdio with
+//! the rmcp client, and inspects the real Docker daemon. Every server gets its own storage
+//! directory; containers are found by their bind mount of that directory, so each test checks
+//! exactly its own leftovers even when tests run in parallel.
+//!
+//! The conda environment is tested against `mcp-code-executor/conda-standin`, a STAND-IN image
+//! with the real conda image's layout (no conda channel is reachable on the build machines; see
+//! images/conda-standin/Dockerfile).
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow};
+use rmcp::model::{CallToolRequestParams, CallToolResult};
+use rmcp::service::RunningService;
+use rmcp::transport::TokioChildProcess;
+use rmcp::{RoleClient, ServiceExt};
+use serde_json::{Value, json};
+use tokio::process::Command;
+
+pub const CONDA_STANDIN_IMAGE: &str = "mcp-code-executor/conda-standin";
+
+pub struct Server {
+    pub client: RunningService<RoleClient, ()>,
+    pub storage: PathBuf,
+    pub pid: u32,
+    _dir: tempfile::TempDir,
+    pub stderr_log: PathBuf,
+}
+
+/// Options for one server.
+#[derive(Clone, Default)]
+pub struct Opts {
+    /// Extra environment variables for the server.
+    pub env: Vec<(String, String)>,
+    /// Do not set CODE_STORAGE_DIR (HOME points at a temporary folder instead).
+    pub no_storage_dir: bool,
+}
+
+impl Opts {
+    pub fn env(mut self, k: &str, v: &str) -> Self {
+        self.env.push((k.to_string(), v.to_string()));
+        self
+    }
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_mcp-code-executor")
+}
+
+impl Server {
+    pub async fn start() -> Result<Server> {
+        Self::start_with(Opts::default()).await
+    }
+
+    pub async fn start_with(opts: Opts) -> Result<Server> {
+        let dir = tempfile::tempdir()?;
+        let storage = dir.path().join("code");
+        let stderr_log = dir.path().join("server.log");
+        let mut cmd = Command::new(bin());
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("CONDA_IMAGE", CONDA_STANDIN_IMAGE)
+            .env("EXECUTION_TIMEOUT", "20")
+            .env("LOG_LEVEL", "info");
+        if let Ok(host) = std::env::var("DOCKER_HOST") {
+            cmd.env("DOCKER_HOST", host);
+        }
+        if opts.no_storage_dir {
+            cmd.env("HOME", dir.path().join("home"));
+        } else {
+            cmd.env("CODE_STORAGE_DIR", &storage);
+        }
+        for (k, v) in &opts.env {
+            cmd.env(k, v);
+        }
+        let log = std::fs::File::create(&stderr_log)?;
+        let (transport, _) = TokioChildProcess::builder(cmd)
+            .stderr(Stdio::from(log))
+            .spawn()
+            .context("spawning the server")?;
+        let pid = transport.id().ok_or_else(|| anyhow!("no pid"))?;
+        let client = ().serve(transport).await.context("MCP handshake")?;
+        let storage = if opts.no_storage_dir {
+            dir.path().join("home/.local/share/mcp-code-executor/code")
+        } else {
+            storage.canonicalize().unwrap_or(storage)
+        };
+        Ok(Server {
+            client,
+            storage,
+            pid,
+            _dir: dir,
+            stderr_log,
+        })
+    }
+
+    /// Calls a tool; returns the structured result and whether `isError` was set.
+    pub async fn call(&self, tool: &str, args: Value) -> Result<(Value, bool)> {
+        let result = self.call_raw(tool, args).await?;
+        let is_error = result.is_error.unwrap_or(false);
+        let structured = result
+            .structured_content
+            .clone()
+            .ok_or_else(|| anyhow!("{tool}: no structuredContent"))?;
+        // The text content carries the same JSON object, for clients of the original.
+        let text = result
+            .content
+            .first()
+            .and_then(|c| c.as_text())
+            .map(|t| t.text.clone())
+            .ok_or_else(|| anyhow!("{tool}: no text content"))?;
+        let from_text: Value = serde_json::from_str(&text)?;
+        assert_eq!(from_text, structured, "{tool}: text and structuredContent differ");
+        Ok((structured, is_error))
+    }
+
+    pub async fn call_raw(&self, tool: &str, args: Value) -> Result<CallToolResult> {
+        let Value::Object(map) = args else {
+            return Err(anyhow!("arguments must be an object"));
+        };
+        let params = CallToolRequestParams::new(tool.to_string()).with_arguments(map);
+        Ok(self.client.call_tool(params).await?)
+    }
+
+    /// Runs code with execute_code; panics on protocol errors.
+    pub async fn run(&self, code: &str) -> Result<(Value, bool)> {
+        self.call("execute_code", json!({ "code": code })).await
+    }
+
+    /// Containers (any state) that mount this server's storage directory.
+    pub fn containers(&self) -> Vec<String> {
+        containers_mounting(&self.storage)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr_log).unwrap_or_default()
+    }
+
+    /// Closes stdin and waits for the server to exit.
+    pub async fn stop(self) -> Result<StoppedServer> {
+        let storage = self.storage.clone();
+        let log = self.stderr_log.clone();
+        self.client.cancel().await?;
+        wait_gone(self.pid).await;
+        Ok(StoppedServer {
+            storage,
+            log,
+            _dir: self._dir,
+        })
+    }
+}
+
+/// What remains of a server after it exited: its folders, for checks.
+pub struct StoppedServer {
+    pub storage: PathBuf,
+    pub log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// Waits (up to 20 s) until process `pid` is gone.
+pub async fn wait_gone(pid: u32) {
+    for _ in 0..200 {
+        // SAFETY: signal 0 only checks for existence.
+        if unsafe { libc::kill(pid as i32, 0) } != 0 {
+            return;
+        }
+        // Reap it if it is our child and a zombie.
+        let mut status = 0;
+        // SAFETY: non-blocking waitpid on a pid we spawned.
+        unsafe { libc::waitpid(pid as i32, &mut status, libc::WNOHANG) };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("server {pid} did not exit");
+}
+
+pub fn containers_mounting(dir: &Path) -> Vec<String> {
+    let out = std::process::Command::new("docker")
+        .args(["ps", "-aq", "--filter", "label=mcp-code-executor.managed"])
+        .args(["--filter", &format!("volume={}", dir.display())])
+        .output()
+        .expect("docker ps");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+pub fn str_field<'a>(v: &'a Value, key: &str) -> &'a str {
+    v.get(key)
+        .and_then(Value::as_str)
+        .unwrap_or_else(|| panic!("no string field {key:?} in {v}"))
+}
+
+/// The uid that code runs as for a server started by these tests.
+pub fn expected_run_uid() -> u32 {
+    // SAFETY: getuid cannot fail.
+    let uid = unsafe { libc::getuid() };
+    if uid == 0 { 65534 } else { uid }
+}
