@@ -187,7 +187,11 @@ impl Config {
         let host_storage_dir = match cli.host_storage_dir {
             Some(p) if p.is_absolute() => p,
             Some(p) => {
-                return Err(invalid("HOST_STORAGE_DIR", p.display(), "must be an absolute path"));
+                return Err(invalid(
+                    "HOST_STORAGE_DIR",
+                    p.display(),
+                    "must be an absolute path",
+                ));
             }
             None => storage_dir.clone(),
         };
@@ -197,7 +201,11 @@ impl Config {
             cpus: if cli.cpu_limit.is_finite() && cli.cpu_limit >= 0.01 {
                 cli.cpu_limit
             } else {
-                return Err(invalid("CPU_LIMIT", cli.cpu_limit, "must be a number ≥ 0.01"));
+                return Err(invalid(
+                    "CPU_LIMIT",
+                    cli.cpu_limit,
+                    "must be a number ≥ 0.01",
+                ));
             },
             pids: if cli.pids_limit >= 8 {
                 cli.pids_limit
@@ -252,7 +260,12 @@ fn positive<T: PartialOrd + Default + std::fmt::Display>(
 /// The environment selected by `ENV_TYPE`, and every kind's name/path setting (all validated).
 /// As in the original, a config that sets only `CONDA_ENV_NAME` selects conda.
 fn environments(cli: &Cli) -> Result<Environments, ConfigError> {
-    let env_type = match cli.env_type.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+    let env_type = match cli
+        .env_type
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
         Some(t) => EnvType::parse(t)?,
         None if cli.conda_env_name.is_some()
             && cli.venv_path.is_none()
@@ -283,7 +296,9 @@ fn default_storage_dir() -> PathBuf {
     match base {
         Some(base) => base.join("mcp-code-executor").join("code"),
         // SAFETY: getuid cannot fail.
-        None => std::env::temp_dir().join(format!("mcp-code-executor-{}", unsafe { libc::getuid() })),
+        None => {
+            std::env::temp_dir().join(format!("mcp-code-executor-{}", unsafe { libc::getuid() }))
+        }
     }
 }
 
@@ -312,17 +327,25 @@ fn prepare_storage_dir(dir: &Path) -> Result<PathBuf, ConfigError> {
 fn default_run_as() -> (u32, u32) {
     // SAFETY: getuid/getgid cannot fail.
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-    if uid == 0 { FALLBACK_RUN_USER } else { (uid, gid) }
+    if uid == 0 {
+        FALLBACK_RUN_USER
+    } else {
+        (uid, gid)
+    }
 }
 
 /// Parses `uid:gid` (numbers only; root is refused).
 pub fn parse_user(s: &str) -> Result<(u32, u32), ConfigError> {
     let bad = |reason| invalid("RUN_AS_USER", s, reason);
-    let (u, g) = s.split_once(':').ok_or_else(|| bad("expected uid:gid, e.g. 1000:1000"))?;
+    let (u, g) = s
+        .split_once(':')
+        .ok_or_else(|| bad("expected uid:gid, e.g. 1000:1000"))?;
     let uid: u32 = u.trim().parse().map_err(|_| bad("uid must be a number"))?;
     let gid: u32 = g.trim().parse().map_err(|_| bad("gid must be a number"))?;
     if uid == 0 {
-        return Err(bad("code never runs as root (uid 0); pick an unprivileged uid"));
+        return Err(bad(
+            "code never runs as root (uid 0); pick an unprivileged uid",
+        ));
     }
     Ok((uid, gid))
 }
@@ -331,7 +354,10 @@ pub fn parse_user(s: &str) -> Result<(u32, u32), ConfigError> {
 pub fn parse_size(setting: &'static str, s: &str, min: i64) -> Result<i64, ConfigError> {
     let bad = |reason: &str| invalid(setting, s, reason);
     let t = s.trim().to_ascii_lowercase();
-    let t = t.strip_suffix("ib").or_else(|| t.strip_suffix('b')).unwrap_or(&t);
+    let t = t
+        .strip_suffix("ib")
+        .or_else(|| t.strip_suffix('b'))
+        .unwrap_or(&t);
     let (num, mult) = match t.char_indices().last() {
         Some((i, 'k')) => (&t[..i], 1i64 << 10),
         Some((i, 'm')) => (&t[..i], 1 << 20),

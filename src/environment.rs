@@ -129,7 +129,8 @@ impl EnvSpec {
     /// The variables that activate the environment for the program and its subprocesses.
     pub fn activation_env(&self) -> Vec<(String, String)> {
         let prefix = self.prefix();
-        let path = format!("{prefix}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+        let path =
+            format!("{prefix}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
         let mut vars = vec![("PATH".to_string(), path)];
         match self.env_type {
             EnvType::Venv | EnvType::VenvUv => vars.push(("VIRTUAL_ENV".to_string(), prefix)),
@@ -239,7 +240,10 @@ fn validate_venv_path(env_type: EnvType, raw: &str) -> Result<String, ConfigErro
         return Err(invalid(format!("longer than {MAX_PATH_LEN} characters")));
     }
     let trimmed = raw.trim_end_matches('/');
-    let Some(rest) = trimmed.strip_prefix(VENV_ROOT).and_then(|r| r.strip_prefix('/')) else {
+    let Some(rest) = trimmed
+        .strip_prefix(VENV_ROOT)
+        .and_then(|r| r.strip_prefix('/'))
+    else {
         return Err(invalid(format!("not below {VENV_ROOT}/")));
     };
     for component in rest.split('/') {
@@ -255,7 +259,10 @@ mod tests {
 
     #[test]
     fn defaults_per_type() {
-        assert_eq!(EnvSpec::default_for(EnvType::Venv).interpreter(), "/opt/venv/bin/python");
+        assert_eq!(
+            EnvSpec::default_for(EnvType::Venv).interpreter(),
+            "/opt/venv/bin/python"
+        );
         assert_eq!(
             EnvSpec::default_for(EnvType::VenvUv).interpreter(),
             "/opt/uv-venv/bin/python"
@@ -270,14 +277,32 @@ mod tests {
     fn conda_names() {
         let spec = EnvSpec::new(EnvType::Conda, Some("analysis")).unwrap();
         assert_eq!(spec.interpreter(), "/opt/conda/envs/analysis/bin/python");
-        for bad in ["../x", "a/b", "-rf", ".hidden", "a b", "a;b", "$(id)", "a\nb", &"x".repeat(65)] {
-            assert!(EnvSpec::new(EnvType::Conda, Some(bad)).is_err(), "{bad:?} accepted");
+        for bad in [
+            "../x",
+            "a/b",
+            "-rf",
+            ".hidden",
+            "a b",
+            "a;b",
+            "$(id)",
+            "a\nb",
+            &"x".repeat(65),
+        ] {
+            assert!(
+                EnvSpec::new(EnvType::Conda, Some(bad)).is_err(),
+                "{bad:?} accepted"
+            );
         }
     }
 
     #[test]
     fn venv_paths() {
-        let ok = |s| EnvSpec::new(EnvType::Venv, Some(s)).unwrap().location().to_string();
+        let ok = |s| {
+            EnvSpec::new(EnvType::Venv, Some(s))
+                .unwrap()
+                .location()
+                .to_string()
+        };
         assert_eq!(ok("/opt/venv"), "/opt/venv");
         assert_eq!(ok("/opt/venv/"), "/opt/venv");
         assert_eq!(ok("/opt/envs/data-2"), "/opt/envs/data-2");
@@ -295,7 +320,10 @@ mod tests {
             "../venv",
             "C:\\venv",
         ] {
-            assert!(EnvSpec::new(EnvType::Venv, Some(bad)).is_err(), "{bad:?} accepted");
+            assert!(
+                EnvSpec::new(EnvType::Venv, Some(bad)).is_err(),
+                "{bad:?} accepted"
+            );
         }
     }
 

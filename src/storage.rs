@@ -89,7 +89,8 @@ impl Storage {
             file.write_all(content.as_bytes())
                 .map_err(|e| io("cannot write", e))?;
             if let Some((uid, gid)) = self.owner {
-                fchown(&file, Some(uid), Some(gid)).map_err(|e| io("cannot set the owner of", e))?;
+                fchown(&file, Some(uid), Some(gid))
+                    .map_err(|e| io("cannot set the owner of", e))?;
             }
             // Link, not rename: fails instead of replacing a file that appeared meanwhile.
             std::fs::hard_link(&tmp, &path).map_err(|e| io("cannot create", e))
@@ -115,7 +116,9 @@ impl Storage {
             return Err(invalid("contains a NUL byte"));
         }
         if given.contains('\\') {
-            return Err(invalid("contains a backslash; use the name or path this server returned"));
+            return Err(invalid(
+                "contains a backslash; use the name or path this server returned",
+            ));
         }
         let name = if given.starts_with('/') {
             let path = Path::new(given);
@@ -170,7 +173,11 @@ impl Storage {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let mut file = self.open_regular(name, OpenOptions::new().append(true))?;
         let size = file.metadata().map(|m| m.len()).unwrap_or(0);
-        self.check_size(name, size + content.len() as u64, "the file after appending")?;
+        self.check_size(
+            name,
+            size + content.len() as u64,
+            "the file after appending",
+        )?;
         file.write_all(content.as_bytes())
             .map_err(|source| self.io_err("cannot append to", name, source))?;
         Ok(size + content.len() as u64)
@@ -234,7 +241,13 @@ pub fn sanitize_stem(hint: &str) -> String {
     let hint = hint.rsplit(['/', '\\']).next().unwrap_or(hint);
     let mut stem: String = hint
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .take(MAX_STEM_LEN)
         .collect();
     let trimmed = stem.trim_matches('_');
@@ -289,9 +302,15 @@ mod tests {
         assert_eq!(s.read(&f.name).unwrap(), "print(1)\n");
         s.append(&f.name, "print(2)\n").unwrap();
         let abs = f.path.to_str().unwrap();
-        assert_eq!(s.read(&s.resolve(abs).unwrap()).unwrap(), "print(1)\nprint(2)\n");
+        assert_eq!(
+            s.read(&s.resolve(abs).unwrap()).unwrap(),
+            "print(1)\nprint(2)\n"
+        );
         // No temporary files left behind.
-        let names: Vec<_> = std::fs::read_dir(s.root()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = std::fs::read_dir(s.root())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names.len(), 1);
     }
 
@@ -322,24 +341,48 @@ mod tests {
     fn symlinks_fifos_dirs_refused() {
         let (_t, s) = storage();
         std::os::unix::fs::symlink("/etc/hostname", s.root().join("link.py")).unwrap();
-        assert!(matches!(s.read("link.py"), Err(StorageError::Symlink { .. })));
-        assert!(matches!(s.append("link.py", "x"), Err(StorageError::Symlink { .. })));
+        assert!(matches!(
+            s.read("link.py"),
+            Err(StorageError::Symlink { .. })
+        ));
+        assert!(matches!(
+            s.append("link.py", "x"),
+            Err(StorageError::Symlink { .. })
+        ));
         let fifo = std::ffi::CString::new(s.root().join("fifo").to_str().unwrap()).unwrap();
         // SAFETY: valid C string.
         assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
-        assert!(matches!(s.read("fifo"), Err(StorageError::NotRegular { .. })));
-        assert!(matches!(s.append("fifo", "x"), Err(StorageError::NotRegular { .. })));
+        assert!(matches!(
+            s.read("fifo"),
+            Err(StorageError::NotRegular { .. })
+        ));
+        assert!(matches!(
+            s.append("fifo", "x"),
+            Err(StorageError::NotRegular { .. })
+        ));
         std::fs::create_dir(s.root().join("dir")).unwrap();
-        assert!(matches!(s.read("dir"), Err(StorageError::NotRegular { .. })));
-        assert!(matches!(s.read("missing.py"), Err(StorageError::NotFound { .. })));
+        assert!(matches!(
+            s.read("dir"),
+            Err(StorageError::NotRegular { .. })
+        ));
+        assert!(matches!(
+            s.read("missing.py"),
+            Err(StorageError::NotFound { .. })
+        ));
     }
 
     #[test]
     fn size_limits() {
         let (_t, s) = storage();
-        assert!(matches!(s.create(None, &"x".repeat(1001)), Err(StorageError::TooLarge { .. })));
+        assert!(matches!(
+            s.create(None, &"x".repeat(1001)),
+            Err(StorageError::TooLarge { .. })
+        ));
         let f = s.create(None, &"x".repeat(900)).unwrap();
-        assert!(matches!(s.append(&f.name, &"y".repeat(200)), Err(StorageError::TooLarge { .. })));
+        assert!(matches!(
+            s.append(&f.name, &"y".repeat(200)),
+            Err(StorageError::TooLarge { .. })
+        ));
         assert_eq!(s.read(&f.name).unwrap().len(), 900);
     }
 }

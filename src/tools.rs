@@ -167,9 +167,15 @@ impl EnvReport {
         let loc = Some(spec.location().to_string());
         EnvReport {
             env_type: spec.env_type,
-            conda_name: (spec.env_type == EnvType::Conda).then(|| loc.clone()).flatten(),
-            venv_path: (spec.env_type == EnvType::Venv).then(|| loc.clone()).flatten(),
-            uv_venv_path: (spec.env_type == EnvType::VenvUv).then(|| loc.clone()).flatten(),
+            conda_name: (spec.env_type == EnvType::Conda)
+                .then(|| loc.clone())
+                .flatten(),
+            venv_path: (spec.env_type == EnvType::Venv)
+                .then(|| loc.clone())
+                .flatten(),
+            uv_venv_path: (spec.env_type == EnvType::VenvUv)
+                .then(|| loc.clone())
+                .flatten(),
             image: images.for_type(spec.env_type).to_string(),
             interpreter: spec.interpreter(),
         }

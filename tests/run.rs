@@ -14,7 +14,10 @@ async fn execute_code_stores_the_file_and_runs_it() -> anyhow::Result<()> {
     let code = "import sys, os\nprint(1 + 1)\nprint(__name__, sys.argv[0] == __file__, os.getcwd())\n\
                 open('written_by_run.txt', 'w').write('hello')\n";
     let (r, is_error) = s
-        .call("execute_code", json!({ "code": code, "filename": "my analysis" }))
+        .call(
+            "execute_code",
+            json!({ "code": code, "filename": "my analysis" }),
+        )
         .await?;
     assert!(!is_error, "{r}");
     assert_eq!(str_field(&r, "status"), "success");
@@ -33,7 +36,10 @@ async fn execute_code_stores_the_file_and_runs_it() -> anyhow::Result<()> {
 
     // The code is stored under the sanitized name plus a random suffix.
     let name = str_field(&r, "generated_filename");
-    assert!(name.starts_with("my_analysis_") && name.ends_with(".py"), "{name}");
+    assert!(
+        name.starts_with("my_analysis_") && name.ends_with(".py"),
+        "{name}"
+    );
     let path = std::path::PathBuf::from(str_field(&r, "file_path"));
     assert_eq!(path, s.storage.join(name));
     assert_eq!(std::fs::read_to_string(&path)?, code);
@@ -58,9 +64,14 @@ async fn exit_codes_decide_success_not_stderr() -> anyhow::Result<()> {
         .await?;
     assert!(!is_error, "{r}");
     assert_eq!(str_field(&r, "status"), "success");
-    assert!(str_field(&r, "stderr").contains("UserWarning: careful"), "{r}");
+    assert!(
+        str_field(&r, "stderr").contains("UserWarning: careful"),
+        "{r}"
+    );
     assert_eq!(str_field(&r, "stdout"), "done\n");
-    assert!(str_field(&r, "output").contains("done\n") && str_field(&r, "output").contains("careful"));
+    assert!(
+        str_field(&r, "output").contains("done\n") && str_field(&r, "output").contains("careful")
+    );
 
     // A non-zero exit code is an error, whatever was printed.
     let (r, is_error) = s.run("import sys\nprint('partial')\nsys.exit(3)").await?;
@@ -94,17 +105,34 @@ async fn traceback_names_the_stored_file() -> anyhow::Result<()> {
     assert_eq!(r["exit_code"], 1);
     let stderr = str_field(&r, "stderr");
     let path = str_field(&r, "file_path");
-    assert!(stderr.starts_with("Traceback (most recent call last):\n"), "{stderr}");
-    assert!(stderr.contains(&format!("File \"{path}\", line 4, in <module>")), "{stderr}");
-    assert!(stderr.contains(&format!("File \"{path}\", line 2, in f")), "{stderr}");
-    assert!(stderr.trim_end().ends_with("ZeroDivisionError: division by zero"), "{stderr}");
+    assert!(
+        stderr.starts_with("Traceback (most recent call last):\n"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("File \"{path}\", line 4, in <module>")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("File \"{path}\", line 2, in f")),
+        "{stderr}"
+    );
+    assert!(
+        stderr
+            .trim_end()
+            .ends_with("ZeroDivisionError: division by zero"),
+        "{stderr}"
+    );
     assert!(!stderr.contains("<string>"), "runner frames leak: {stderr}");
 
     // A syntax error names the file and line too.
     let (r, is_error) = s.run("x = 1\nif x\n  print(x)\n").await?;
     assert!(is_error);
     let stderr = str_field(&r, "stderr");
-    assert!(stderr.contains(&format!("File \"{}\", line 2", str_field(&r, "file_path"))), "{stderr}");
+    assert!(
+        stderr.contains(&format!("File \"{}\", line 2", str_field(&r, "file_path"))),
+        "{stderr}"
+    );
     assert!(stderr.contains("SyntaxError"), "{stderr}");
     s.stop().await?;
     Ok(())
@@ -151,7 +179,11 @@ print(json.dumps({
     assert_eq!(facts["docker_sock"], false);
     let env: Vec<String> = serde_json::from_value(facts["env"].clone())?;
     assert!(!env.iter().any(|k| k == "SERVER_SECRET_TOKEN"), "{env:?}");
-    assert!(!env.iter().any(|k| k == "CODE_STORAGE_DIR" || k == "CONDA_IMAGE"), "{env:?}");
+    assert!(
+        !env.iter()
+            .any(|k| k == "CODE_STORAGE_DIR" || k == "CONDA_IMAGE"),
+        "{env:?}"
+    );
     s.stop().await?;
     Ok(())
 }

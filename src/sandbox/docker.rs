@@ -124,7 +124,9 @@ impl DockerApi {
             .build();
         match client.attach_container(id, Some(options)).await {
             Ok(attached) => Ok((attached.output, attached.input)),
-            Err(e) => Err(self.note(map_err("attach to a container", Some(id), e)).await),
+            Err(e) => Err(self
+                .note(map_err("attach to a container", Some(id), e))
+                .await),
         }
     }
 
@@ -139,7 +141,9 @@ impl DockerApi {
     /// Waits until the container is no longer running.
     pub async fn wait(&self, id: &str) -> Result<(), SandboxError> {
         let client = self.client().await?;
-        let options = WaitContainerOptionsBuilder::new().condition("not-running").build();
+        let options = WaitContainerOptionsBuilder::new()
+            .condition("not-running")
+            .build();
         let mut stream = client.wait_container(id, Some(options));
         match stream.next().await {
             // A non-zero exit arrives as an error; the exit code is read from `inspect` instead.
@@ -151,7 +155,9 @@ impl DockerApi {
                 }
                 tokio::time::sleep(Duration::from_millis(200)).await;
             },
-            Some(Err(e)) => Err(self.note(map_err("wait for a container", Some(id), e)).await),
+            Some(Err(e)) => Err(self
+                .note(map_err("wait for a container", Some(id), e))
+                .await),
         }
     }
 
@@ -195,7 +201,10 @@ impl DockerApi {
     /// Removes a container (killing it if needed) with its anonymous volumes.
     pub async fn remove(&self, id: &str) -> Result<(), SandboxError> {
         let client = self.client().await?;
-        let options = RemoveContainerOptionsBuilder::new().force(true).v(true).build();
+        let options = RemoveContainerOptionsBuilder::new()
+            .force(true)
+            .v(true)
+            .build();
         match client.remove_container(id, Some(options)).await {
             Ok(())
             | Err(BollardError::DockerResponseServerError {

@@ -189,7 +189,10 @@ mod tests {
         assert_eq!(b.network_disabled, Some(true));
         assert_eq!(h.cap_drop, Some(vec!["ALL".to_string()]));
         assert_eq!(h.cap_add, None);
-        assert_eq!(h.security_opt, Some(vec!["no-new-privileges:true".to_string()]));
+        assert_eq!(
+            h.security_opt,
+            Some(vec!["no-new-privileges:true".to_string()])
+        );
         assert_eq!(h.readonly_rootfs, Some(true));
         assert_eq!(h.privileged, Some(false));
         assert_eq!(h.init, Some(true));
@@ -198,15 +201,24 @@ mod tests {
         assert_eq!(b.stdin_once, Some(true));
         assert_eq!(h.auto_remove, Some(false));
         let tmpfs = h.tmpfs.unwrap();
-        assert_eq!(tmpfs.get("/tmp").map(String::as_str), Some("rw,nosuid,nodev,size=67108864"));
+        assert_eq!(
+            tmpfs.get("/tmp").map(String::as_str),
+            Some("rw,nosuid,nodev,size=67108864")
+        );
         assert_eq!(tmpfs.len(), 1);
     }
 
     #[test]
     fn resource_limits() {
-        let h = body(&EnvSpec::default_for(EnvType::Venv)).host_config.unwrap();
+        let h = body(&EnvSpec::default_for(EnvType::Venv))
+            .host_config
+            .unwrap();
         assert_eq!(h.memory, Some(512 << 20));
-        assert_eq!(h.memory_swap, Some(512 << 20), "swap must not extend the memory limit");
+        assert_eq!(
+            h.memory_swap,
+            Some(512 << 20),
+            "swap must not extend the memory limit"
+        );
         assert_eq!(h.nano_cpus, Some(1_500_000_000));
         assert_eq!(h.pids_limit, Some(128));
         let core = h.ulimits.unwrap();
@@ -234,13 +246,24 @@ mod tests {
         assert!(env.contains(&"HOME=/tmp".to_string()));
         assert!(env.contains(&"MPLBACKEND=Agg".to_string()));
         assert!(env.contains(&"CONDA_PREFIX=/opt/conda/envs/analysis".to_string()));
-        assert!(env.iter().any(|v| v.starts_with("PATH=/opt/conda/envs/analysis/bin:")));
+        assert!(
+            env.iter()
+                .any(|v| v.starts_with("PATH=/opt/conda/envs/analysis/bin:"))
+        );
         let names: Vec<&str> = env.iter().filter_map(|v| v.split('=').next()).collect();
         for name in &names {
             assert!(
                 [
-                    "HOME", "TMPDIR", "LANG", "PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE",
-                    "PYTHONIOENCODING", "MPLBACKEND", "PATH", "CONDA_PREFIX", "CONDA_DEFAULT_ENV",
+                    "HOME",
+                    "TMPDIR",
+                    "LANG",
+                    "PYTHONUNBUFFERED",
+                    "PYTHONDONTWRITEBYTECODE",
+                    "PYTHONIOENCODING",
+                    "MPLBACKEND",
+                    "PATH",
+                    "CONDA_PREFIX",
+                    "CONDA_DEFAULT_ENV",
                     "VIRTUAL_ENV"
                 ]
                 .contains(name),

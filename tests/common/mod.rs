@@ -113,7 +113,10 @@ impl Server {
             .map(|t| t.text.clone())
             .ok_or_else(|| anyhow!("{tool}: no text content"))?;
         let from_text: Value = serde_json::from_str(&text)?;
-        assert_eq!(from_text, structured, "{tool}: text and structuredContent differ");
+        assert_eq!(
+            from_text, structured,
+            "{tool}: text and structuredContent differ"
+        );
         Ok((structured, is_error))
     }
 

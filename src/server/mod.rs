@@ -1,13 +1,14 @@
 //! The MCP tool handlers (rmcp). Each one is thin: parse the arguments, call the storage or the
-//! sandbox, map the outcome to a result. A tool that ran and failed returns a result with
+//! sandbox, map the outcome to a result (`params` holds the argument extractor). A tool that ran and failed returns a result with
 //! `isError: true` and a JSON body with `status: "error"` and an `error` message; malformed
 //! arguments are rejected by rmcp as JSON-RPC `invalid_params` errors.
+
+mod params;
 
 use std::sync::{Arc, Mutex, PoisonError};
 
 use rmcp::handler::server::common::schema_for_output;
 use rmcp::handler::server::router::tool::ToolRouter;
-use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{CallToolResult, Implementation, ServerCapabilities, ServerConfig};
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler, tool, tool_handler, tool_router};
@@ -23,6 +24,7 @@ use crate::tools::{
     EnvReport, ExecuteCodeArgs, FilePathArgs, FileResult, InitializeCodeFileArgs, RunResult,
     Status,
 };
+use params::Parameters;
 
 const INSTRUCTIONS: &str = "Runs Python code in short-lived, offline, locked-down Docker \
 containers. execute_code stores code as a file in the storage directory and runs it there; files \
@@ -61,7 +63,10 @@ impl State {
     }
 
     fn envs(&self) -> Environments {
-        self.envs.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        self.envs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 }
 
@@ -148,7 +153,11 @@ impl CodeExecutor {
                     }
                     output.push_str(&o.stderr);
                 }
-                result.status = if error.is_none() { Status::Success } else { Status::Error };
+                result.status = if error.is_none() {
+                    Status::Success
+                } else {
+                    Status::Error
+                };
                 result.error = error;
                 result.output = Some(output);
                 result.stdout = Some(o.stdout);
@@ -194,7 +203,11 @@ impl CodeExecutor {
         Parameters(args): Parameters<ExecuteCodeArgs>,
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
-        let stored = match self.state.storage.create(args.filename.as_deref(), &args.code) {
+        let stored = match self
+            .state
+            .storage
+            .create(args.filename.as_deref(), &args.code)
+        {
             Ok(stored) => stored,
             Err(e) => {
                 let result = RunResult {
@@ -247,7 +260,11 @@ impl CodeExecutor {
         &self,
         Parameters(args): Parameters<InitializeCodeFileArgs>,
     ) -> Result<CallToolResult, ErrorData> {
-        match self.state.storage.create(args.filename.as_deref(), &args.content) {
+        match self
+            .state
+            .storage
+            .create(args.filename.as_deref(), &args.content)
+        {
             Ok(f) => respond(
                 &FileResult {
                     message: Some(format!("created {}", f.name)),
@@ -272,9 +289,11 @@ impl CodeExecutor {
         Parameters(args): Parameters<AppendToCodeFileArgs>,
     ) -> Result<CallToolResult, ErrorData> {
         let storage = &self.state.storage;
-        let appended = storage
-            .resolve(&args.file_path)
-            .and_then(|name| storage.append(&name, &args.content).map(|size| (name, size)));
+        let appended = storage.resolve(&args.file_path).and_then(|name| {
+            storage
+                .append(&name, &args.content)
+                .map(|size| (name, size))
+        });
         match appended {
             Ok((name, size)) => respond(
                 &FileResult {
@@ -347,7 +366,11 @@ impl CodeExecutor {
             return respond(&result, true);
         }
         let (previous, current) = {
-            let mut envs = self.state.envs.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut envs = self
+                .state
+                .envs
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
             let previous = EnvReport::new(envs.active_spec(), images);
             envs.select(spec.clone());
             (previous, EnvReport::new(&spec, images))

@@ -1,0 +1,126 @@
+//! Server lifecycle: no container survives the server's exit (stdin closed, SIGTERM, SIGINT),
+//! `initialize` is answered without waiting for Docker, and leftovers of a server killed with
+//! SIGKILL are removed by the next start once their deadline has passed.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Opts, Server, containers_mounting, str_field, wait_gone};
+use serde_json::json;
+
+/// Starts a long run in the background and waits until its container exists.
+async fn start_long_run(s: &Server) -> tokio::task::JoinHandle<()> {
+    let client = s.client.peer().clone();
+    let handle = tokio::spawn(async move {
+        let args = json!({ "code": "import time\nprint('started', flush=True)\ntime.sleep(60)" });
+        let params = rmcp::model::CallToolRequestParams::new("execute_code")
+            .with_arguments(args.as_object().cloned().unwrap_or_default());
+        // The server goes away mid-call: an error here is expected.
+        let _ = client.call_tool(params).await;
+    });
+    let started = Instant::now();
+    while s.containers().is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "run container never appeared"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    handle
+}
+
+async fn signal_removes_running_containers(signal: i32) -> anyhow::Result<()> {
+    let s = Server::start().await?;
+    let call = start_long_run(&s).await;
+    assert_eq!(s.containers().len(), 1);
+    // SAFETY: sending a signal to the child we spawned.
+    assert_eq!(unsafe { libc::kill(s.pid as i32, signal) }, 0);
+    wait_gone(s.pid).await;
+    assert!(
+        containers_mounting(&s.storage).is_empty(),
+        "container survived the server"
+    );
+    call.abort();
+    Ok(())
+}
+
+#[tokio::test]
+async fn sigterm_removes_running_containers() -> anyhow::Result<()> {
+    signal_removes_running_containers(libc::SIGTERM).await
+}
+
+#[tokio::test]
+async fn sigint_removes_running_containers() -> anyhow::Result<()> {
+    signal_removes_running_containers(libc::SIGINT).await
+}
+
+#[tokio::test]
+async fn closing_stdin_removes_running_containers() -> anyhow::Result<()> {
+    let s = Server::start().await?;
+    let call = start_long_run(&s).await;
+    let stopped = s.stop().await?;
+    assert!(containers_mounting(&stopped.storage).is_empty());
+    call.abort();
+    Ok(())
+}
+
+#[tokio::test]
+async fn initialize_does_not_wait_for_docker() -> anyhow::Result<()> {
+    // A daemon address that does not answer: the handshake still completes, and a run fails
+    // with a message that names Docker and what to do.
+    let started = Instant::now();
+    let s =
+        Server::start_with(Opts::default().env("DOCKER_HOST", "unix:///nonexistent/docker.sock"))
+            .await?;
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let (r, is_error) = s.run("print(1)").await?;
+    assert!(is_error);
+    let msg = str_field(&r, "error");
+    assert!(
+        msg.contains("Docker daemon") && msg.contains("start Docker"),
+        "{msg}"
+    );
+    // Other tools still work without Docker.
+    let (r, is_error) = s
+        .call(
+            "read_code_file",
+            json!({ "file_path": str_field(&r, "file_path") }),
+        )
+        .await?;
+    assert!(!is_error, "{r}");
+    s.stop().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn leftovers_of_a_killed_server_are_removed_at_next_start() -> anyhow::Result<()> {
+    // A server killed with SIGKILL cannot clean up; its container ends by its own deadline
+    // (timeout + 5 s grace inside the container), and the next server removes it.
+    let opts = Opts::default().env("EXECUTION_TIMEOUT", "1");
+    let s = Server::start_with(opts.clone()).await?;
+    let storage = s.storage.clone();
+    let _call = start_long_run(&s).await;
+    // SAFETY: killing the child we spawned.
+    unsafe { libc::kill(s.pid as i32, libc::SIGKILL) };
+    wait_gone(s.pid).await;
+    assert_eq!(
+        containers_mounting(&storage).len(),
+        1,
+        "the killed server's container"
+    );
+
+    // Wait past the container's deadline label (1 s + 5 s grace), then start a new server.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let next = Server::start_with(opts).await?;
+    let started = Instant::now();
+    while !containers_mounting(&storage).is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "leftover not removed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    next.stop().await?;
+    Ok(())
+}
