@@ -79,7 +79,7 @@ build_local_base() {
 resolve_base() {
   if [ -n "${BASE_IMAGE:-}" ]; then echo "$BASE_IMAGE"; return; fi
   if try_pull "$PUBLIC_BASE"; then echo "$PUBLIC_BASE"; return; fi
-  log "no registry reachable: building a local Debian base instead"
+  log "no registry reachable: using a local Debian base ($LOCAL_BASE) instead"
   build_local_base
   echo "$LOCAL_BASE"
 }

@@ -100,7 +100,7 @@ pub struct Cli {
     pub host_storage_dir: Option<PathBuf>,
 
     /// Log filter for stderr (error, warn, info, debug, trace, or a tracing directive)
-    #[arg(long, env = "LOG_LEVEL", default_value = "info")]
+    #[arg(long, env = "LOG_LEVEL", default_value = "info,rmcp=warn")]
     pub log_level: String,
 }
 

@@ -2,6 +2,7 @@
 //! see tests/common) really changes the interpreter runs use; names are validated; the
 //! original's config shapes keep working.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail by panicking
 mod common;
 
 use common::{CONDA_STANDIN_IMAGE, Opts, Server, str_field};

@@ -1,6 +1,7 @@
 //! The file tools over MCP: building a program up with initialize/append/read/execute, and
 //! paths that must be refused.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail by panicking
 mod common;
 
 use common::{Server, str_field};

@@ -2,6 +2,7 @@
 //! `initialize` is answered without waiting for Docker, and leftovers of a server killed with
 //! SIGKILL are removed by the next start once their deadline has passed.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail by panicking
 mod common;
 
 use std::time::{Duration, Instant};

@@ -2,6 +2,7 @@
 //! `UPDATE_GOLDEN=1 cargo test --test tools` and review the diff), argument names compatible
 //! with the original server, and protocol misuse answered with JSON-RPC errors.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail by panicking
 mod common;
 
 use common::Server;
