@@ -60,6 +60,17 @@ pub enum StorageError {
     },
 }
 
+/// A package list that cannot be given to an installer.
+#[derive(Debug, thiserror::Error)]
+pub enum PackageError {
+    #[error("no packages given: pass a list such as [\"pandas>=2\", \"requests\"]")]
+    Empty,
+    #[error("{count} packages given; at most {max} per call")]
+    TooMany { count: usize, max: usize },
+    #[error("refused {entry:?}: {reason}")]
+    Refused { entry: String, reason: String },
+}
+
 /// Starting, feeding or collecting a run container failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
@@ -95,6 +106,8 @@ pub enum Error {
     Storage(#[from] StorageError),
     #[error(transparent)]
     Sandbox(#[from] SandboxError),
+    #[error(transparent)]
+    Package(#[from] PackageError),
     #[error("the MCP connection failed: {0}")]
     Transport(String),
     #[error("cannot install signal handlers: {0}")]

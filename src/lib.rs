@@ -5,6 +5,7 @@
 //! - [`config`]: settings (CLI flags and environment variables) → validated [`config::Config`].
 //! - [`environment`]: the environment kinds, their names/paths and interpreters (pure data).
 //! - [`storage`]: the storage directory; confined, no-follow file operations.
+//! - [`packages`]: validation of requirements and package names (pure).
 //! - [`sandbox`]: running one program in a container (`policy` decides the settings, `docker` is
 //!   the only code that talks to Docker, `output` caps what programs print).
 //! - [`tools`]: the tool contract as Rust types (arguments and results; schemas come from them).
@@ -17,6 +18,7 @@
 pub mod config;
 pub mod environment;
 pub mod error;
+pub mod packages;
 pub mod sandbox;
 pub mod server;
 pub mod storage;
