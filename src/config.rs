@@ -12,6 +12,7 @@ use crate::environment::{
     DEFAULT_CONDA_IMAGE, DEFAULT_UV_IMAGE, DEFAULT_VENV_IMAGE, EnvSpec, EnvType, Environments,
 };
 use crate::error::ConfigError;
+use crate::sandbox::policy::InstallSource;
 
 pub const DEFAULT_TIMEOUT_SECS: u64 = 30;
 pub const DEFAULT_MEMORY_LIMIT: &str = "512m";
@@ -20,6 +21,12 @@ pub const DEFAULT_PIDS_LIMIT: i64 = 128;
 pub const DEFAULT_OUTPUT_LIMIT: usize = 1024 * 1024;
 pub const DEFAULT_TMPFS_SIZE: &str = "64m";
 pub const DEFAULT_MAX_CODE_SIZE: usize = 2 * 1024 * 1024;
+pub const DEFAULT_INSTALL_TIMEOUT_SECS: u64 = 300;
+pub const DEFAULT_INSTALL_MEMORY_LIMIT: &str = "2g";
+pub const DEFAULT_INSTALL_TMPFS_SIZE: &str = "1g";
+pub const DEFAULT_INSTALL_NETWORK: &str = "bridge";
+/// Trusted for downloads when present and `CA_BUNDLE` is not set.
+pub const DEFAULT_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 /// The uid:gid runs use when the server itself runs as root (runs are never root).
 pub const FALLBACK_RUN_USER: (u32, u32) = (65534, 65534);
 
@@ -89,6 +96,35 @@ pub struct Cli {
     /// Largest code or file content accepted by a tool, in bytes
     #[arg(long, env = "MAX_CODE_SIZE", default_value_t = DEFAULT_MAX_CODE_SIZE)]
     pub max_code_size: usize,
+
+    /// Wall-clock limit of one install_dependencies call, in seconds
+    #[arg(long, env = "INSTALL_TIMEOUT", default_value_t = DEFAULT_INSTALL_TIMEOUT_SECS)]
+    pub install_timeout: u64,
+
+    /// Memory limit of an install container
+    #[arg(long, env = "INSTALL_MEMORY_LIMIT", default_value = DEFAULT_INSTALL_MEMORY_LIMIT)]
+    pub install_memory: String,
+
+    /// Size of /tmp in an install container (downloads and builds go there)
+    #[arg(long, env = "INSTALL_TMPFS_SIZE", default_value = DEFAULT_INSTALL_TMPFS_SIZE)]
+    pub install_tmp_size: String,
+
+    /// Docker network of install containers (the only containers with network access)
+    #[arg(long, env = "INSTALL_NETWORK", default_value = DEFAULT_INSTALL_NETWORK)]
+    pub install_network: String,
+
+    /// CA bundle installs trust (a PEM file; for TLS-intercepting proxies and private mirrors);
+    /// "none" to use the installers' own [default: /etc/ssl/certs/ca-certificates.crt if present]
+    #[arg(long, env = "CA_BUNDLE")]
+    pub ca_bundle: Option<String>,
+
+    /// Package index installs use instead of PyPI
+    #[arg(long, env = "PACKAGE_INDEX_URL")]
+    pub index_url: Option<String>,
+
+    /// Additional package index for installs
+    #[arg(long, env = "EXTRA_INDEX_URL")]
+    pub extra_index_url: Option<String>,
 
     /// uid:gid that code runs as [default: the server's own, or 65534:65534 if that is root]
     #[arg(long = "run-as", env = "RUN_AS_USER")]
@@ -170,6 +206,10 @@ pub struct Config {
     pub environments: Environments,
     pub images: Images,
     pub limits: Limits,
+    /// Limits of install containers (and of preparing/creating environments).
+    pub install_limits: Limits,
+    /// Where installs download from.
+    pub install_source: InstallSource,
     /// uid and gid that code runs as.
     pub run_as: (u32, u32),
     pub log_level: String,
@@ -216,6 +256,25 @@ impl Config {
             tmpfs_bytes: parse_size("TMPFS_SIZE", &cli.tmpfs_size, 1024 * 1024)?,
             max_code_bytes: positive("MAX_CODE_SIZE", cli.max_code_size)?,
         };
+        let install_limits = Limits {
+            timeout_secs: positive("INSTALL_TIMEOUT", cli.install_timeout)?,
+            memory_bytes: parse_size("INSTALL_MEMORY_LIMIT", &cli.install_memory, 64 << 20)?,
+            tmpfs_bytes: parse_size("INSTALL_TMPFS_SIZE", &cli.install_tmp_size, 16 << 20)?,
+            pids: limits.pids.max(256),
+            ..limits.clone()
+        };
+        let install_source = InstallSource {
+            network: network_name(cli.install_network)?,
+            ca_bundle: ca_bundle(cli.ca_bundle.as_deref())?,
+            index_url: cli
+                .index_url
+                .map(|u| index_url("PACKAGE_INDEX_URL", u))
+                .transpose()?,
+            extra_index_url: cli
+                .extra_index_url
+                .map(|u| index_url("EXTRA_INDEX_URL", u))
+                .transpose()?,
+        };
         let run_as = match cli.run_as {
             Some(s) => parse_user(&s)?,
             None => default_run_as(),
@@ -232,6 +291,8 @@ impl Config {
             environments,
             images,
             limits,
+            install_limits,
+            install_source,
             run_as,
             log_level: cli.log_level,
         })
@@ -379,6 +440,60 @@ pub fn parse_size(setting: &'static str, s: &str, min: i64) -> Result<i64, Confi
     Ok(bytes)
 }
 
+fn network_name(s: String) -> Result<String, ConfigError> {
+    let ok = !s.is_empty()
+        && s.len() <= 64
+        && s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if !ok {
+        return Err(invalid("INSTALL_NETWORK", &s, "not a Docker network name"));
+    }
+    if s == "host" || s.starts_with("container:") {
+        return Err(invalid(
+            "INSTALL_NETWORK",
+            &s,
+            "would share a network namespace with the host or another container; use a bridge network",
+        ));
+    }
+    Ok(s)
+}
+
+/// The CA bundle: an existing absolute file path, or none.
+fn ca_bundle(setting: Option<&str>) -> Result<Option<String>, ConfigError> {
+    match setting.map(str::trim) {
+        Some("none") | Some("") => Ok(None),
+        Some(path) => {
+            if !Path::new(path).is_absolute() || !Path::new(path).is_file() {
+                return Err(invalid(
+                    "CA_BUNDLE",
+                    path,
+                    "must be the absolute path of a PEM file",
+                ));
+            }
+            Ok(Some(path.to_string()))
+        }
+        None => Ok(Path::new(DEFAULT_CA_BUNDLE)
+            .is_file()
+            .then(|| DEFAULT_CA_BUNDLE.to_string())),
+    }
+}
+
+fn index_url(setting: &'static str, url: String) -> Result<String, ConfigError> {
+    let ok = (url.starts_with("https://") || url.starts_with("http://"))
+        && url.len() <= 500
+        && !url.chars().any(|c| c.is_whitespace() || c.is_control());
+    if ok {
+        Ok(url)
+    } else {
+        Err(invalid(
+            setting,
+            &url,
+            "must be an http(s) URL without spaces",
+        ))
+    }
+}
+
 /// An image reference: what `docker` accepts, nothing a shell or the API would misread.
 fn image_ref(setting: &'static str, s: String) -> Result<String, ConfigError> {
     let ok = !s.is_empty()
@@ -451,6 +566,31 @@ mod tests {
         for bad in ["", "-x", "a b", "a;b", "$(x)"] {
             assert!(image_ref("I", bad.into()).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn install_settings() {
+        assert_eq!(network_name("bridge".into()).unwrap(), "bridge");
+        assert!(network_name("host".into()).is_err());
+        assert!(network_name("container:abc".into()).is_err());
+        assert!(network_name("a b".into()).is_err());
+        assert_eq!(ca_bundle(Some("none")).unwrap(), None);
+        assert!(ca_bundle(Some("relative.pem")).is_err());
+        assert!(ca_bundle(Some("/nonexistent/ca.pem")).is_err());
+        assert!(index_url("X", "https://pypi.example/simple".into()).is_ok());
+        assert!(index_url("X", "ftp://x".into()).is_err());
+        assert!(index_url("X", "https://x/ y".into()).is_err());
+        let c = Config::from_cli(cli(&[
+            "--storage-dir",
+            "/tmp/mce-config-test",
+            "--install-timeout",
+            "60",
+        ]))
+        .unwrap();
+        assert_eq!(c.install_limits.timeout_secs, 60);
+        assert_eq!(c.install_limits.memory_bytes, 2 << 30);
+        assert_eq!(c.install_limits.cpus, c.limits.cpus);
+        assert_eq!(c.install_source.network, "bridge");
     }
 
     #[test]

@@ -89,6 +89,15 @@ pub enum SandboxError {
     },
     #[error("the server is shutting down; no new runs are started")]
     ShuttingDown,
+    #[error(
+        "the environment {env} does not exist in its image: select it with configure_environment \
+         to create it"
+    )]
+    EnvMissing { env: String },
+    #[error("could not create the environment {env}: {detail}")]
+    EnvCreateFailed { env: String, detail: String },
+    #[error("could not {what}: {detail}")]
+    Helper { what: &'static str, detail: String },
     #[error("Docker failed to {op}{}: {detail}", container.as_deref().map(|c| format!(" (container {c})")).unwrap_or_default())]
     Docker {
         op: &'static str,

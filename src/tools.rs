@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{Images, Limits};
 use crate::environment::{EnvSpec, EnvType, Environments};
+use crate::sandbox::envs::{PackageInfo, PackageOutcome};
 
 // ---------------------------------------------------------------- arguments
 
@@ -40,6 +41,13 @@ pub struct AppendToCodeFileArgs {
 pub struct FilePathArgs {
     /// The file: its bare name or the path this server returned.
     pub file_path: String,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct PackagesArgs {
+    /// Packages: for install_dependencies, requirements such as "pandas>=2" or
+    /// "requests[socks]"; for check_installed_packages, distribution or import names.
+    pub packages: Vec<String>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -142,6 +150,60 @@ pub struct FileResult {
     /// Size in bytes after the operation.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub size: Option<u64>,
+}
+
+/// Result of `install_dependencies`.
+#[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
+pub struct InstallResult {
+    pub status: Status,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// venv, venv-uv or conda.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub env_type: Option<EnvType>,
+    /// The environment installed into, e.g. "venv /opt/venv".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
+    /// Requirements that are installed now (newly, already, or upgraded).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub installed_packages: Option<Vec<String>>,
+    /// Requirements that could not be installed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failed_packages: Option<Vec<String>>,
+    /// Per package: installed / already_present / upgraded / failed, with versions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub packages: Option<Vec<PackageOutcome>>,
+    /// The installers' output (capped).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+    /// Warning lines from the installers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warnings: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timed_out: Option<bool>,
+}
+
+/// Result of `check_installed_packages`.
+#[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
+pub struct CheckResult {
+    pub status: Status,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub env_type: Option<EnvType>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
+    /// Whether every name was found.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub all_installed: Option<bool>,
+    /// The names not found.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_installed: Option<Vec<String>>,
+    /// Per name: installed, how it was found, the distribution and its version.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub package_details: Option<Vec<PackageInfo>>,
 }
 
 /// One environment as reported to clients.

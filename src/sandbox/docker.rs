@@ -10,10 +10,11 @@ use std::time::Duration;
 use bollard::Docker;
 use bollard::container::LogOutput;
 use bollard::errors::Error as BollardError;
-use bollard::models::ContainerCreateBody;
+use bollard::models::{ContainerCreateBody, VolumeCreateRequest};
 use bollard::query_parameters::{
     AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, KillContainerOptionsBuilder,
-    ListContainersOptionsBuilder, RemoveContainerOptionsBuilder, WaitContainerOptionsBuilder,
+    ListContainersOptionsBuilder, ListVolumesOptionsBuilder, RemoveContainerOptionsBuilder,
+    RemoveVolumeOptionsBuilder, WaitContainerOptionsBuilder,
 };
 use futures_util::{Stream, StreamExt};
 use tokio::io::AsyncWrite;
@@ -86,15 +87,73 @@ impl DockerApi {
         }
     }
 
-    /// Whether an image exists locally.
-    pub async fn image_exists(&self, image: &str) -> Result<bool, SandboxError> {
+    /// The id of a local image; `None` when it does not exist.
+    pub async fn image_id(&self, image: &str) -> Result<Option<String>, SandboxError> {
         let client = self.client().await?;
         match client.inspect_image(image).await {
-            Ok(_) => Ok(true),
+            Ok(info) => Ok(Some(info.id.unwrap_or_else(|| image.to_string()))),
             Err(BollardError::DockerResponseServerError {
                 status_code: 404, ..
-            }) => Ok(false),
+            }) => Ok(None),
             Err(e) => Err(self.note(map_err("inspect an image", None, e)).await),
+        }
+    }
+
+    /// Creates a named volume unless it exists; returns whether it was created.
+    pub async fn ensure_volume(
+        &self,
+        name: &str,
+        labels: HashMap<String, String>,
+    ) -> Result<bool, SandboxError> {
+        let client = self.client().await?;
+        match client.inspect_volume(name).await {
+            Ok(_) => return Ok(false),
+            Err(BollardError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => {}
+            Err(e) => return Err(self.note(map_err("inspect a volume", None, e)).await),
+        }
+        let request = VolumeCreateRequest {
+            name: Some(name.to_string()),
+            labels: Some(labels),
+            ..Default::default()
+        };
+        match client.create_volume(request).await {
+            Ok(_) => Ok(true),
+            Err(e) => Err(self.note(map_err("create a volume", None, e)).await),
+        }
+    }
+
+    /// Removes a volume; a missing one is not an error.
+    pub async fn remove_volume(&self, name: &str) -> Result<(), SandboxError> {
+        let client = self.client().await?;
+        let options = RemoveVolumeOptionsBuilder::new().force(false).build();
+        match client.remove_volume(name, Some(options)).await {
+            Ok(())
+            | Err(BollardError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(()),
+            Err(e) => Err(self.note(map_err("remove a volume", None, e)).await),
+        }
+    }
+
+    /// Volumes carrying `label=value`, with their labels.
+    pub async fn list_volumes(
+        &self,
+        label: &str,
+        value: &str,
+    ) -> Result<Vec<(String, HashMap<String, String>)>, SandboxError> {
+        let client = self.client().await?;
+        let filters = HashMap::from([("label", vec![format!("{label}={value}")])]);
+        let options = ListVolumesOptionsBuilder::new().filters(&filters).build();
+        match client.list_volumes(Some(options)).await {
+            Ok(list) => Ok(list
+                .volumes
+                .unwrap_or_default()
+                .into_iter()
+                .map(|v| (v.name, v.labels))
+                .collect()),
+            Err(e) => Err(self.note(map_err("list volumes", None, e)).await),
         }
     }
 

@@ -3,15 +3,19 @@
 //! - [`policy`] decides the container settings (pure),
 //! - [`docker`] is the only code that talks to the Docker API,
 //! - [`output`] caps what a program prints,
-//! - this module drives one run: create → attach → start → stream the code in through stdin →
-//!   collect output until exit, deadline or cancellation → read exit code and OOM state from
-//!   Docker → remove the container. A container is removed on every path, including when the
-//!   calling future is dropped.
+//! - [`envs`] keeps environments in named volumes and installs/checks packages,
+//! - this module drives one container: create → attach → start → stream the code in through
+//!   stdin → collect output until exit, deadline or cancellation → read exit code and OOM state
+//!   from Docker → remove the container. A container is removed on every path, including when
+//!   the calling future is dropped.
 
 pub mod docker;
+pub mod envs;
 pub mod output;
 pub mod policy;
 
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -25,19 +29,39 @@ use crate::environment::EnvSpec;
 use crate::error::SandboxError;
 use docker::DockerApi;
 use output::CappedOutput;
-use policy::{LABEL_DEADLINE, LABEL_INSTANCE, LABEL_MANAGED, RunPolicy};
+use policy::{InstallSource, LABEL_DEADLINE, LABEL_INSTANCE, LABEL_MANAGED, Purpose, RunPolicy};
 
 /// How long to wait for a killed container to be reported as stopped.
 const KILL_WAIT: Duration = Duration::from_secs(10);
 
-/// One program to run.
+/// One program to run in one container.
 #[derive(Debug, Clone)]
-pub struct RunRequest<'a> {
+pub struct Job<'a> {
+    pub purpose: Purpose,
     pub env: &'a EnvSpec,
-    /// The stored file's path as the program sees it (also its `sys.argv[0]`).
+    /// The program's path as it sees it: `__file__`, `sys.argv[0]`, tracebacks.
     pub path: &'a str,
     pub code: &'a str,
+    /// `sys.argv[1:]`: how data reaches helper programs (never spliced into code).
+    pub argv: &'a [String],
     pub limits: &'a Limits,
+    /// Updated with the last line the program printed on stderr (for progress reports).
+    pub last_line: Option<&'a Mutex<String>>,
+}
+
+impl<'a> Job<'a> {
+    /// A user's program.
+    pub fn run(env: &'a EnvSpec, path: &'a str, code: &'a str, limits: &'a Limits) -> Self {
+        Job {
+            purpose: Purpose::Run,
+            env,
+            path,
+            code,
+            argv: &[],
+            limits,
+            last_line: None,
+        }
+    }
 }
 
 /// What a run did.
@@ -69,6 +93,7 @@ pub struct SandboxSettings {
     pub run_as: (u32, u32),
     pub host_workdir: String,
     pub workdir: String,
+    pub install: InstallSource,
 }
 
 /// Runs programs in containers; owns the Docker connection and this server's instance id.
@@ -79,6 +104,12 @@ pub struct Sandbox {
     settings: SandboxSettings,
     /// Set on shutdown: no new containers.
     closed: AtomicBool,
+    /// Image name → id, resolved once.
+    image_ids: Mutex<HashMap<String, String>>,
+    /// Environment volumes known to exist (created with labels).
+    known_volumes: Mutex<HashSet<String>>,
+    /// Serialises preparing and creating environments.
+    env_lock: tokio::sync::Mutex<()>,
 }
 
 /// Removes its container when dropped without [`ContainerGuard::disarm`] (a cancelled call).
@@ -108,6 +139,18 @@ impl Drop for ContainerGuard {
     }
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Keeps the last non-empty line of `chunk` (progress reports show it).
+fn note_last_line(last: &Mutex<String>, chunk: &[u8]) {
+    let text = String::from_utf8_lossy(chunk);
+    if let Some(line) = text.lines().rev().map(str::trim).find(|l| !l.is_empty()) {
+        *lock(last) = line.chars().take(200).collect();
+    }
+}
+
 fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -122,7 +165,14 @@ impl Sandbox {
             instance: uuid::Uuid::new_v4().simple().to_string(),
             settings,
             closed: AtomicBool::new(false),
+            image_ids: Mutex::new(HashMap::new()),
+            known_volumes: Mutex::new(HashSet::new()),
+            env_lock: tokio::sync::Mutex::new(()),
         }
+    }
+
+    pub fn settings(&self) -> &SandboxSettings {
+        &self.settings
     }
 
     pub fn instance(&self) -> &str {
@@ -133,33 +183,45 @@ impl Sandbox {
         &self.docker
     }
 
-    /// Runs one program in a fresh container of `req.env`'s image.
-    pub async fn run(
+    /// Runs one job in a fresh container of its environment's image, with the environment's
+    /// volume mounted (created and seeded from the image on first use).
+    pub async fn execute(
         &self,
-        req: RunRequest<'_>,
+        job: Job<'_>,
         cancel: &CancellationToken,
     ) -> Result<RunOutcome, SandboxError> {
-        let image = self.settings.images.for_type(req.env.env_type);
+        let volume = self.env_volume(job.env).await?;
+        self.execute_in(&volume, job, cancel).await
+    }
+
+    /// Runs a job with `volume` as its environment volume.
+    async fn execute_in(
+        &self,
+        volume: &str,
+        job: Job<'_>,
+        cancel: &CancellationToken,
+    ) -> Result<RunOutcome, SandboxError> {
+        let image = self.settings.images.for_type(job.env.env_type);
         let policy = RunPolicy {
+            purpose: job.purpose,
             image,
-            env: req.env,
-            limits: req.limits,
+            env: job.env,
+            env_volume: volume,
+            limits: job.limits,
             run_as: self.settings.run_as,
             host_workdir: &self.settings.host_workdir,
             workdir: &self.settings.workdir,
+            install: Some(&self.settings.install),
             instance: &self.instance,
             now_unix: unix_now(),
         };
-        let body = policy::run_container(&policy);
+        let body = policy::container_body(&policy);
         if self.closed.load(Ordering::SeqCst) {
             return Err(SandboxError::ShuttingDown);
         }
         let Some(id) = self.docker.create(body).await? else {
-            return Err(SandboxError::ImageMissing {
-                image: image.to_string(),
-                env: req.env.env_type.as_str(),
-                setting: Images::setting_name(req.env.env_type),
-            });
+            self.forget_image(image);
+            return Err(self.image_missing(job.env));
         };
         let mut guard = ContainerGuard {
             id: Some(id.clone()),
@@ -167,19 +229,46 @@ impl Sandbox {
         let result = if self.closed.load(Ordering::SeqCst) {
             Err(SandboxError::ShuttingDown)
         } else {
-            self.drive(&id, &req, cancel).await
+            self.drive(&id, &job, cancel).await
         };
         guard.disarm();
         if let Err(e) = self.docker.remove(&id).await {
-            tracing::warn!(container = %id, error = %e, "could not remove a run container");
+            tracing::warn!(container = %id, error = %e, "could not remove a container");
         }
         result
+    }
+
+    fn image_missing(&self, env: &EnvSpec) -> SandboxError {
+        SandboxError::ImageMissing {
+            image: self.settings.images.for_type(env.env_type).to_string(),
+            env: env.env_type.as_str(),
+            setting: Images::setting_name(env.env_type),
+        }
+    }
+
+    fn forget_image(&self, image: &str) {
+        lock(&self.image_ids).remove(image);
+    }
+
+    /// The id of `env`'s image (cached), or a message saying how to build it.
+    async fn image_id(&self, env: &EnvSpec) -> Result<String, SandboxError> {
+        let image = self.settings.images.for_type(env.env_type);
+        if let Some(id) = lock(&self.image_ids).get(image) {
+            return Ok(id.clone());
+        }
+        let id = self
+            .docker
+            .image_id(image)
+            .await?
+            .ok_or_else(|| self.image_missing(env))?;
+        lock(&self.image_ids).insert(image.to_string(), id.clone());
+        Ok(id)
     }
 
     async fn drive(
         &self,
         id: &str,
-        req: &RunRequest<'_>,
+        req: &Job<'_>,
         cancel: &CancellationToken,
     ) -> Result<RunOutcome, SandboxError> {
         let (mut output, mut input) = self.docker.attach(id).await?;
@@ -188,7 +277,7 @@ impl Sandbox {
         let deadline = tokio::time::Instant::now() + req.limits.timeout();
 
         // Header line, then the source; closing stdin ends the program's input.
-        let header = serde_json::json!({ "path": req.path, "argv": [] }).to_string();
+        let header = serde_json::json!({ "path": req.path, "argv": req.argv }).to_string();
         let mut payload = Vec::with_capacity(header.len() + 1 + req.code.len());
         payload.extend_from_slice(header.as_bytes());
         payload.push(b'\n');
@@ -211,7 +300,12 @@ impl Sandbox {
                 done = &mut feed, if input_done.is_none() => { input_done = Some(done); }
                 chunk = output.next() => match chunk {
                     Some(Ok(LogOutput::StdOut { message })) => stdout.push(&message),
-                    Some(Ok(LogOutput::StdErr { message })) => stderr.push(&message),
+                    Some(Ok(LogOutput::StdErr { message })) => {
+                        stderr.push(&message);
+                        if let Some(last) = req.last_line {
+                            note_last_line(last, &message);
+                        }
+                    }
                     Some(Ok(_)) => {}
                     Some(Err(e)) => {
                         tracing::debug!(container = %id, error = %e, "output stream ended with an error");
@@ -265,16 +359,8 @@ impl Sandbox {
 
     /// Checks that Docker answers and the image of `env` exists.
     pub async fn check_image(&self, env: &EnvSpec) -> Result<(), SandboxError> {
-        let image = self.settings.images.for_type(env.env_type);
-        if self.docker.image_exists(image).await? {
-            Ok(())
-        } else {
-            Err(SandboxError::ImageMissing {
-                image: image.to_string(),
-                env: env.env_type.as_str(),
-                setting: Images::setting_name(env.env_type),
-            })
-        }
+        self.forget_image(self.settings.images.for_type(env.env_type));
+        self.image_id(env).await.map(drop)
     }
 
     /// Refuses new runs from now on (before [`Sandbox::remove_own`] on shutdown).

@@ -1,9 +1,10 @@
 //! The MCP tool handlers (rmcp). Each one is thin: parse the arguments, call the storage or the
-//! sandbox, map the outcome to a result (`params` holds the argument extractor). A tool that ran and failed returns a result with
+//! sandbox, map the outcome to a result. A tool that ran and failed returns a result with
 //! `isError: true` and a JSON body with `status: "error"` and an `error` message; malformed
-//! arguments are rejected by rmcp as JSON-RPC `invalid_params` errors.
+//! arguments are JSON-RPC `invalid_params` errors (`params`). `progress` reports long calls.
 
 mod params;
+mod progress;
 
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -14,17 +15,20 @@ use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler, tool, tool_handler, tool_router};
 use serde::Serialize;
 
-use crate::config::Config;
+use crate::config::{Config, Limits};
 use crate::environment::{EnvSpec, Environments};
 use crate::error::Error;
-use crate::sandbox::{RunOutcome, RunRequest, Sandbox, SandboxSettings};
+use crate::packages::{install_plan, validate_lookup_names, validate_requirements};
+use crate::sandbox::envs::PackageStatus;
+use crate::sandbox::{Job, RunOutcome, Sandbox, SandboxSettings};
 use crate::storage::Storage;
 use crate::tools::{
-    AppendToCodeFileArgs, ConfigReport, ConfigResult, ConfigureEnvironmentArgs, ConfigureResult,
-    EnvReport, ExecuteCodeArgs, FilePathArgs, FileResult, InitializeCodeFileArgs, RunResult,
-    Status,
+    AppendToCodeFileArgs, CheckResult, ConfigReport, ConfigResult, ConfigureEnvironmentArgs,
+    ConfigureResult, EnvReport, ExecuteCodeArgs, FilePathArgs, FileResult, InitializeCodeFileArgs,
+    InstallResult, PackagesArgs, RunResult, Status,
 };
 use params::Parameters;
+use progress::Progress;
 
 const INSTRUCTIONS: &str = "Runs Python code in short-lived, offline, locked-down Docker \
 containers. execute_code stores code as a file in the storage directory and runs it there; files \
@@ -53,6 +57,7 @@ impl State {
             run_as: config.run_as,
             host_workdir: config.host_storage_dir.to_string_lossy().into_owned(),
             workdir: config.storage_dir.to_string_lossy().into_owned(),
+            install: config.install_source.clone(),
         });
         Ok(State {
             envs: Mutex::new(config.environments.clone()),
@@ -89,7 +94,7 @@ fn respond<T: Serialize>(value: &T, failed: bool) -> Result<CallToolResult, Erro
 }
 
 /// The `error` text of a run that did not succeed.
-fn run_failure(o: &RunOutcome, limits: &crate::config::Limits) -> Option<String> {
+fn run_failure(o: &RunOutcome, limits: &Limits) -> Option<String> {
     if o.cancelled {
         Some("the run was cancelled by the client; its container was killed".to_string())
     } else if o.oom_killed {
@@ -106,6 +111,11 @@ fn run_failure(o: &RunOutcome, limits: &crate::config::Limits) -> Option<String>
     } else {
         match o.exit_code {
             Some(0) => None,
+            Some(127) if o.stderr.contains("failed to run command") => Some(
+                "the environment's interpreter does not exist in its image: select the \
+                 environment with configure_environment to create it"
+                    .to_string(),
+            ),
             Some(code) => Some(format!("the program exited with code {code}; see stderr")),
             None => Some("the program was killed before it exited".to_string()),
         }
@@ -131,19 +141,14 @@ impl CodeExecutor {
         let env = state.envs().active_spec().clone();
         let path = state.storage.path_of(&name).to_string_lossy().into_owned();
         let limits = &state.config.limits;
-        let req = RunRequest {
-            env: &env,
-            path: &path,
-            code,
-            limits,
-        };
+        let job = Job::run(&env, &path, code, limits);
         let mut result = RunResult {
             file_path: Some(path.clone()),
             generated_filename: Some(name),
             environment: Some(env.to_string()),
             ..Default::default()
         };
-        match state.sandbox.run(req, &ctx.ct).await {
+        match state.sandbox.execute(job, &ctx.ct).await {
             Ok(o) => {
                 let error = run_failure(&o, limits);
                 let mut output = o.stdout.clone();
@@ -335,8 +340,153 @@ impl CodeExecutor {
         }
     }
 
+    /// Install packages into the active environment with its own installer (pip, uv, or conda
+    /// with a pip fallback). Each entry is a requirement such as "pandas>=2" or
+    /// "requests[socks]"; options, URLs and paths are refused. Installed packages stay for
+    /// later runs. Only the install container has network access.
+    #[tool(
+        annotations(title = "Install Python packages", read_only_hint = false, destructive_hint = false, idempotent_hint = true, open_world_hint = true),
+        output_schema = schema_for_output::<InstallResult>()
+    )]
+    async fn install_dependencies(
+        &self,
+        Parameters(args): Parameters<PackagesArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let env = self.state.envs().active_spec().clone();
+        let mut result = InstallResult {
+            env_type: Some(env.env_type),
+            environment: Some(env.to_string()),
+            ..Default::default()
+        };
+        let reqs = match validate_requirements(&args.packages) {
+            Ok(reqs) => reqs,
+            Err(e) => {
+                result.status = Status::Error;
+                result.error = Some(e.to_string());
+                return respond(&result, true);
+            }
+        };
+        let plan = install_plan(&env, &reqs);
+        let total = reqs.len();
+        let progress = Progress::start(
+            &ctx,
+            format!("installing {total} package(s) into {env}"),
+            None,
+        );
+        let outcome = self
+            .state
+            .sandbox
+            .install(
+                &env,
+                &reqs,
+                &plan,
+                &self.state.config.install_limits,
+                &ctx.ct,
+                progress.last_line(),
+            )
+            .await;
+        progress.stop().await;
+        let outcome = match outcome {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                result.status = Status::Error;
+                result.error = Some(e.to_string());
+                return respond(&result, true);
+            }
+        };
+        let (ok, failed): (Vec<_>, Vec<_>) = outcome
+            .packages
+            .iter()
+            .partition(|p| p.status != PackageStatus::Failed);
+        let run = &outcome.run;
+        result.warnings = Some(
+            run.stderr
+                .lines()
+                .filter(|l| l.to_ascii_lowercase().contains("warning"))
+                .map(str::to_string)
+                .collect(),
+        );
+        result.installed_packages = Some(ok.iter().map(|p| p.requirement.clone()).collect());
+        result.failed_packages = Some(failed.iter().map(|p| p.requirement.clone()).collect());
+        result.output = Some(run.stderr.clone());
+        result.duration_ms = Some(run.duration.as_millis() as u64);
+        result.timed_out = Some(run.timed_out);
+        if !failed.is_empty() {
+            result.status = Status::Error;
+            result.error = Some(if run.timed_out {
+                format!(
+                    "the install did not finish within {} s (setting INSTALL_TIMEOUT)",
+                    self.state.config.install_limits.timeout_secs
+                )
+            } else if run.cancelled {
+                "the install was cancelled by the client".to_string()
+            } else {
+                format!(
+                    "could not install {}; see output",
+                    failed
+                        .iter()
+                        .map(|p| p.requirement.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            });
+        }
+        result.packages = Some(outcome.packages);
+        let failed = result.status == Status::Error;
+        respond(&result, failed)
+    }
+
+    /// Check whether packages are installed in the active environment. Accepts distribution
+    /// names (python-dateutil, scikit-learn) and import names (dateutil, sklearn); reports the
+    /// distribution and version of each. Runs offline; nothing is imported.
+    #[tool(
+        annotations(title = "Check installed packages", read_only_hint = true, open_world_hint = false),
+        output_schema = schema_for_output::<CheckResult>()
+    )]
+    async fn check_installed_packages(
+        &self,
+        Parameters(args): Parameters<PackagesArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let env = self.state.envs().active_spec().clone();
+        let mut result = CheckResult {
+            env_type: Some(env.env_type),
+            environment: Some(env.to_string()),
+            ..Default::default()
+        };
+        let checked = match validate_lookup_names(&args.packages) {
+            Ok(names) => self
+                .state
+                .sandbox
+                .check(&env, &names, &self.state.config.limits, &ctx.ct)
+                .await
+                .map_err(Error::from),
+            Err(e) => Err(e.into()),
+        };
+        match checked {
+            Ok(details) => {
+                let missing: Vec<String> = details
+                    .iter()
+                    .filter(|d| !d.installed)
+                    .map(|d| d.package.clone())
+                    .collect();
+                result.all_installed = Some(missing.is_empty());
+                result.not_installed = Some(missing);
+                result.package_details = Some(details);
+                respond(&result, false)
+            }
+            Err(e) => {
+                result.status = Status::Error;
+                result.error = Some(e.to_string());
+                respond(&result, true)
+            }
+        }
+    }
+
     /// Switch the active environment: type venv, venv-uv or conda, with an optional environment
-    /// name/path inside that type's image.
+    /// name/path inside that type's image. An environment that does not exist yet is created
+    /// (persistent, like the default ones).
     #[tool(
         annotations(title = "Switch the Python environment", read_only_hint = false, destructive_hint = false, idempotent_hint = true, open_world_hint = false),
         output_schema = schema_for_output::<ConfigureResult>()
@@ -344,6 +494,7 @@ impl CodeExecutor {
     async fn configure_environment(
         &self,
         Parameters(args): Parameters<ConfigureEnvironmentArgs>,
+        ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
         let images = &self.state.config.images;
         let spec = match EnvSpec::new(args.env_type, args.location()) {
@@ -357,14 +508,29 @@ impl CodeExecutor {
                 return respond(&result, true);
             }
         };
-        if let Err(e) = self.state.sandbox.check_image(&spec).await {
-            let result = ConfigureResult {
-                status: Status::Error,
-                error: Some(format!("not switched: {e}")),
-                ..Default::default()
-            };
-            return respond(&result, true);
-        }
+        let sandbox = &self.state.sandbox;
+        let prepared = match sandbox.check_image(&spec).await {
+            Ok(()) => {
+                let progress = Progress::start(&ctx, format!("preparing {spec}"), None);
+                let prepared = sandbox
+                    .prepare_env(&spec, true, &self.state.config.install_limits, &ctx.ct)
+                    .await;
+                progress.stop().await;
+                prepared
+            }
+            Err(e) => Err(e),
+        };
+        let created = match prepared {
+            Ok(created) => created,
+            Err(e) => {
+                let result = ConfigureResult {
+                    status: Status::Error,
+                    error: Some(format!("not switched: {e}")),
+                    ..Default::default()
+                };
+                return respond(&result, true);
+            }
+        };
         let (previous, current) = {
             let mut envs = self
                 .state
@@ -377,7 +543,11 @@ impl CodeExecutor {
         };
         respond(
             &ConfigureResult {
-                message: Some(format!("environment is now {spec}")),
+                message: Some(if created {
+                    format!("created the environment {spec}; it is now active")
+                } else {
+                    format!("environment is now {spec}")
+                }),
                 previous: Some(previous),
                 current: Some(current),
                 ..Default::default()
