@@ -95,7 +95,8 @@ build() {
   else
     : >"$ctx/build-ca.crt"
   fi
-  hash=$( { cat "$ctx"/Dockerfile; echo "$PACKAGES|$PIP_INDEX_URL|$(docker image inspect -f '{{.Id}}' "$base")"; } |
+  hash=$( { (cd "$ctx" && find . -type f | LC_ALL=C sort | xargs cat);
+            echo "$PACKAGES|$PIP_INDEX_URL|$(docker image inspect -f '{{.Id}}' "$base")"; } |
     sha256sum | cut -c1-16)
   current=$(docker image inspect -f '{{index .Config.Labels "mcp-code-executor.build-hash"}}' "$tag" 2>/dev/null || true)
   if [ "$current" = "$hash" ] && [ "$FORCE" != 1 ]; then

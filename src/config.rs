@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -138,6 +138,30 @@ pub struct Cli {
     /// Log filter for stderr (error, warn, info, debug, trace, or a tracing directive)
     #[arg(long, env = "LOG_LEVEL", default_value = "info,rmcp=warn")]
     pub log_level: String,
+
+    /// Without a command: serve MCP on stdin/stdout.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Maintenance commands (the server itself runs without one).
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// List the environment volumes (installed packages and created environments live there).
+    ListEnvs,
+    /// Reset environments to their image state: removes their volumes, so installed packages
+    /// and environments created later are gone. Stop servers using them first.
+    ResetEnv {
+        /// venv, venv-uv or conda
+        #[arg(value_name = "TYPE", required_unless_present = "all")]
+        env_type: Option<String>,
+        /// The venv path or conda name (default: every environment of TYPE)
+        #[arg(value_name = "NAME_OR_PATH")]
+        location: Option<String>,
+        /// Reset every environment
+        #[arg(long, conflicts_with = "env_type")]
+        all: bool,
+    },
 }
 
 /// Resource limits applied to every run container.
@@ -213,6 +237,7 @@ pub struct Config {
     /// uid and gid that code runs as.
     pub run_as: (u32, u32),
     pub log_level: String,
+    pub command: Option<Command>,
 }
 
 impl Config {
@@ -295,6 +320,7 @@ impl Config {
             install_source,
             run_as,
             log_level: cli.log_level,
+            command: cli.command,
         })
     }
 }

@@ -12,7 +12,7 @@
 //! - [`server`]: the MCP tool handlers.
 //! - [`error`]: typed errors.
 //!
-//! [`run`] serves MCP on stdin/stdout until the client leaves or a signal arrives, then removes
+//! [`serve`] serves MCP on stdin/stdout until the client leaves or a signal arrives, then removes
 //! every container this server started.
 
 pub mod config;
@@ -29,12 +29,65 @@ use std::sync::Arc;
 use rmcp::ServiceExt;
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::config::Config;
+use crate::config::{Command, Config};
+use crate::environment::{EnvSpec, EnvType};
 use crate::error::Error;
+use crate::sandbox::envs::volume_matches;
 use crate::server::{CodeExecutor, State};
 
+/// Runs the maintenance command of `config`, or serves MCP when there is none.
+pub async fn main(config: Config) -> Result<(), Error> {
+    match config.command.clone() {
+        None => serve(config).await,
+        Some(Command::ListEnvs) => list_envs(config).await,
+        Some(Command::ResetEnv {
+            env_type,
+            location,
+            all,
+        }) => reset_envs(config, env_type.as_deref(), location.as_deref(), all).await,
+    }
+}
+
+async fn list_envs(config: Config) -> Result<(), Error> {
+    let state = State::new(config)?;
+    for v in state.sandbox.env_volumes().await? {
+        println!("{}\t{}\t{}\t{}", v.env_type, v.location, v.image, v.name);
+    }
+    Ok(())
+}
+
+async fn reset_envs(
+    config: Config,
+    env_type: Option<&str>,
+    location: Option<&str>,
+    all: bool,
+) -> Result<(), Error> {
+    let (env_type, location) = match env_type.filter(|_| !all) {
+        None => (None, None),
+        Some(t) => {
+            let t = EnvType::parse(t)?;
+            let loc = location.map(|l| EnvSpec::new(t, Some(l))).transpose()?;
+            (Some(t), loc.map(|spec| spec.location().to_string()))
+        }
+    };
+    let state = State::new(config)?;
+    let mut removed = 0;
+    for v in state.sandbox.env_volumes().await? {
+        if !volume_matches(&v, env_type, location.as_deref()) {
+            continue;
+        }
+        state.sandbox.remove_env_volume(&v.name).await?;
+        println!("reset {} {} ({})", v.env_type, v.location, v.name);
+        removed += 1;
+    }
+    if removed == 0 {
+        println!("no environment volume matched; nothing to reset");
+    }
+    Ok(())
+}
+
 /// Serves MCP over stdio until stdin closes, SIGTERM or SIGINT; leaves no container behind.
-pub async fn run(config: Config) -> Result<(), Error> {
+pub async fn serve(config: Config) -> Result<(), Error> {
     if config.storage_defaulted {
         tracing::warn!(
             "CODE_STORAGE_DIR is not set: code and the files it writes go to {}",

@@ -1,12 +1,14 @@
-//! Entry point: parse settings, log to stderr (stdout is the MCP channel), serve.
+//! Entry point: parse settings, log to stderr (stdout is the MCP channel), serve (or run a
+//! maintenance command), print an error once.
 
+use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
 use mcp_code_executor::config::{Cli, Config};
 use tracing_subscriber::EnvFilter;
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = EnvFilter::try_new(&cli.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
     tracing_subscriber::fmt()
@@ -14,9 +16,19 @@ fn main() -> anyhow::Result<()> {
         .with_ansi(false)
         .with_env_filter(filter)
         .init();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mcp-code-executor: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
     let config = Config::from_cli(cli)?;
     let runtime = tokio::runtime::Runtime::new()?;
-    let result = runtime.block_on(mcp_code_executor::run(config));
+    let result = runtime.block_on(mcp_code_executor::main(config));
     // The stdin reader blocks in a thread of its own; do not wait for it after a signal.
     runtime.shutdown_timeout(Duration::from_millis(200));
     Ok(result?)

@@ -58,6 +58,8 @@ async fn original_tool_and_argument_names() -> anyhow::Result<()> {
             vec!["conda_name", "type", "uv_venv_path", "venv_path"],
         ),
         ("get_environment_config", vec![]),
+        ("install_dependencies", vec!["packages"]),
+        ("check_installed_packages", vec!["packages"]),
     ];
     for (tool, args) in expect {
         let mut got = args_of(tool);

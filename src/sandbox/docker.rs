@@ -35,6 +35,16 @@ pub struct ExitState {
     pub oom_killed: bool,
 }
 
+/// What creating a container gave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Created {
+    Id(String),
+    /// The image does not exist.
+    ImageMissing,
+    /// A container of that name exists (used as a daemon-wide lock).
+    NameTaken,
+}
+
 /// A container listed by label.
 #[derive(Debug, Clone)]
 pub struct ListedContainer {
@@ -158,17 +168,40 @@ impl DockerApi {
     }
 
     /// Creates a container; `Ok(None)` when its image does not exist.
-    pub async fn create(&self, body: ContainerCreateBody) -> Result<Option<String>, SandboxError> {
+    /// Creates a container named `name` (a random name when `None`).
+    pub async fn create(
+        &self,
+        body: ContainerCreateBody,
+        name: Option<&str>,
+    ) -> Result<Created, SandboxError> {
         let client = self.client().await?;
-        let name = format!("mce-{}", uuid::Uuid::new_v4().simple());
+        let name = name.map_or_else(
+            || format!("mce-{}", uuid::Uuid::new_v4().simple()),
+            str::to_string,
+        );
         let options = CreateContainerOptionsBuilder::new().name(&name).build();
         match client.create_container(Some(options), body).await {
-            Ok(created) => Ok(Some(created.id)),
+            Ok(created) => Ok(Created::Id(created.id)),
             Err(BollardError::DockerResponseServerError {
                 status_code: 404,
                 message,
-            }) if message.contains("image") => Ok(None),
+            }) if message.contains("image") => Ok(Created::ImageMissing),
+            Err(BollardError::DockerResponseServerError {
+                status_code: 409, ..
+            }) => Ok(Created::NameTaken),
             Err(e) => Err(self.note(map_err("create a container", None, e)).await),
+        }
+    }
+
+    /// Whether a volume exists.
+    pub async fn volume_exists(&self, name: &str) -> Result<bool, SandboxError> {
+        let client = self.client().await?;
+        match client.inspect_volume(name).await {
+            Ok(_) => Ok(true),
+            Err(BollardError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(false),
+            Err(e) => Err(self.note(map_err("inspect a volume", None, e)).await),
         }
     }
 

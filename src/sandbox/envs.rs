@@ -13,6 +13,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+use super::docker::Created;
 use super::policy::{self, LABEL_ENV_VOLUME, Purpose};
 use super::{Job, RunOutcome, Sandbox, lock};
 use crate::config::Limits;
@@ -24,6 +25,10 @@ const PREPARE: &str = include_str!("scripts/prepare.py");
 const CREATE: &str = include_str!("scripts/create.py");
 const INSTALL: &str = include_str!("scripts/install.py");
 const CHECK: &str = include_str!("scripts/check.py");
+
+/// How long past the seeding deadline to wait for another server's seeding.
+const SEED_WAIT_EXTRA: std::time::Duration = std::time::Duration::from_secs(10);
+const SEED_POLL: std::time::Duration = std::time::Duration::from_millis(300);
 
 /// What became of one requested package.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -144,38 +149,71 @@ fn helper_detail(run: &RunOutcome) -> String {
 }
 
 impl Sandbox {
-    /// The volume of `env`, created (with labels) if it does not exist yet. Docker seeds it from
-    /// the image when it is first mounted.
+    /// The volume of `env`, complete: seeded with what the image has at the environment's
+    /// prefix and handed to the run user. Seeding happens once per volume, daemon-wide: the
+    /// server that creates the lock container seeds, others wait for the ready marker.
     pub(super) async fn env_volume(&self, env: &EnvSpec) -> Result<String, SandboxError> {
         let image_id = self.image_id(env).await?;
         let name = policy::env_volume_name(env, &image_id, self.settings.run_as);
         if lock(&self.known_volumes).contains(&name) {
             return Ok(name);
         }
-        let image = self.settings.images.for_type(env.env_type);
-        if self
-            .docker
-            .ensure_volume(&name, policy::env_volume_labels(env, image))
-            .await?
-        {
-            tracing::info!(volume = %name, environment = %env, "created an environment volume");
+        let _guard = self.seed_lock.lock().await;
+        let ready = policy::ready_marker_name(&name);
+        let limits = &self.settings.env_limits;
+        let wait_until = std::time::Instant::now() + limits.timeout() + SEED_WAIT_EXTRA;
+        loop {
+            if self.docker.volume_exists(&ready).await? {
+                lock(&self.known_volumes).insert(name.clone());
+                return Ok(name);
+            }
+            let image = self.settings.images.for_type(env.env_type);
+            let lock_body = policy::lock_container(
+                image,
+                &self.instance,
+                super::unix_now(),
+                limits.timeout_secs + policy::DEADLINE_GRACE_SECS,
+            );
+            match self
+                .docker
+                .create(lock_body, Some(&policy::seed_lock_name(&name)))
+                .await?
+            {
+                Created::Id(lock_id) => {
+                    let seeded = self.seed(env, &name, &ready).await;
+                    if let Err(e) = self.docker.remove(&lock_id).await {
+                        tracing::warn!(error = %e, "could not remove a seed lock container");
+                    }
+                    seeded?;
+                    lock(&self.known_volumes).insert(name.clone());
+                    return Ok(name);
+                }
+                Created::ImageMissing => return Err(self.image_missing(env)),
+                Created::NameTaken if std::time::Instant::now() < wait_until => {
+                    tokio::time::sleep(SEED_POLL).await;
+                }
+                Created::NameTaken => {
+                    return Err(SandboxError::Helper {
+                        what: "prepare the environment volume",
+                        detail: format!(
+                            "another server has been preparing {name} for too long; try again"
+                        ),
+                    });
+                }
+            }
         }
-        lock(&self.known_volumes).insert(name.clone());
-        Ok(name)
     }
 
-    /// Makes `env` ready for installs: its volume belongs to the run user and its interpreter
-    /// exists; when it does not and `create` is set, the environment is created (offline, with
-    /// the image's tools). Returns whether it was created.
-    pub async fn prepare_env(
-        &self,
-        env: &EnvSpec,
-        create: bool,
-        limits: &Limits,
-        cancel: &CancellationToken,
-    ) -> Result<bool, SandboxError> {
-        let _guard = self.env_lock.lock().await;
-        let volume = self.env_volume(env).await?;
+    /// Seeds `volume` (holding the seed lock): starts from an empty volume, lets Docker copy the
+    /// image's files in as the only container mounting it, hands it to the run user, then
+    /// creates the ready marker.
+    async fn seed(&self, env: &EnvSpec, volume: &str, ready: &str) -> Result<(), SandboxError> {
+        // A volume without its marker is the leftover of a seed that died half-way.
+        self.docker.remove_volume(volume).await?;
+        let image = self.settings.images.for_type(env.env_type);
+        self.docker
+            .ensure_volume(volume, policy::env_volume_labels(env, image))
+            .await?;
         let (uid, gid) = self.settings.run_as;
         let argv = [
             env.prefix(),
@@ -189,17 +227,65 @@ impl Sandbox {
             path: "/tmp/prepare.py",
             code: PREPARE,
             argv: &argv,
-            limits,
+            limits: &self.settings.env_limits,
             last_line: None,
         };
-        let run = self.execute_in(&volume, job, cancel).await?;
+        // Not cancellable by a client: a half-seeded volume would have to be seeded again.
+        let run = self
+            .execute_in(volume, job, &CancellationToken::new())
+            .await?;
         if !run.succeeded() {
             return Err(SandboxError::Helper {
                 what: "prepare the environment volume",
                 detail: helper_detail(&run),
             });
         }
-        let report: PrepareReport = parse_report("prepare the environment volume", &run)?;
+        let marker = std::collections::HashMap::from([(
+            policy::LABEL_ENV_READY.to_string(),
+            volume.to_string(),
+        )]);
+        self.docker.ensure_volume(ready, marker).await?;
+        tracing::info!(volume = %volume, environment = %env, "prepared an environment volume");
+        Ok(())
+    }
+
+    /// Makes `env` ready for installs: a complete volume whose interpreter exists; when it
+    /// does not and `create` is set, the environment is created (offline, with the image's
+    /// tools). Returns whether it was created.
+    pub async fn prepare_env(
+        &self,
+        env: &EnvSpec,
+        create: bool,
+        limits: &Limits,
+        cancel: &CancellationToken,
+    ) -> Result<bool, SandboxError> {
+        let volume = self.env_volume(env).await?;
+        let _guard = self.env_lock.lock().await;
+        let (uid, gid) = self.settings.run_as;
+        let argv = [
+            env.prefix(),
+            uid.to_string(),
+            gid.to_string(),
+            env.interpreter(),
+        ];
+        // As the run user, prepare.py only reports (the volume is already theirs).
+        let job = Job {
+            purpose: Purpose::Create,
+            env,
+            path: "/tmp/prepare.py",
+            code: PREPARE,
+            argv: &argv,
+            limits,
+            last_line: None,
+        };
+        let run = self.execute_in(&volume, job, cancel).await?;
+        if !run.succeeded() {
+            return Err(SandboxError::Helper {
+                what: "inspect the environment",
+                detail: helper_detail(&run),
+            });
+        }
+        let report: PrepareReport = parse_report("inspect the environment", &run)?;
         if report.interpreter {
             return Ok(false);
         }
@@ -225,8 +311,7 @@ impl Sandbox {
         let run = self.execute_in(&volume, job, cancel).await?;
         if !run.succeeded() {
             // Leave nothing half-made behind: the next attempt starts from an empty volume.
-            lock(&self.known_volumes).remove(&volume);
-            if let Err(e) = self.docker.remove_volume(&volume).await {
+            if let Err(e) = self.remove_env_volume(&volume).await {
                 tracing::warn!(volume = %volume, error = %e, "could not remove a failed environment");
             }
             return Err(SandboxError::EnvCreateFailed {
@@ -362,6 +447,10 @@ impl Sandbox {
     /// for one created later). Fails while a container uses it.
     pub async fn remove_env_volume(&self, name: &str) -> Result<(), SandboxError> {
         lock(&self.known_volumes).remove(name);
+        // The marker goes first: a volume without it is never used.
+        self.docker
+            .remove_volume(&policy::ready_marker_name(name))
+            .await?;
         self.docker.remove_volume(name).await
     }
 }

@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Images, Limits};
 use crate::environment::EnvSpec;
 use crate::error::SandboxError;
-use docker::DockerApi;
+use docker::{Created, DockerApi};
 use output::CappedOutput;
 use policy::{InstallSource, LABEL_DEADLINE, LABEL_INSTANCE, LABEL_MANAGED, Purpose, RunPolicy};
 
@@ -94,6 +94,8 @@ pub struct SandboxSettings {
     pub host_workdir: String,
     pub workdir: String,
     pub install: InstallSource,
+    /// Limits for seeding and creating environments (the install limits).
+    pub env_limits: Limits,
 }
 
 /// Runs programs in containers; owns the Docker connection and this server's instance id.
@@ -110,6 +112,8 @@ pub struct Sandbox {
     known_volumes: Mutex<HashSet<String>>,
     /// Serialises preparing and creating environments.
     env_lock: tokio::sync::Mutex<()>,
+    /// Serialises seeding environment volumes within this server.
+    seed_lock: tokio::sync::Mutex<()>,
 }
 
 /// Removes its container when dropped without [`ContainerGuard::disarm`] (a cancelled call).
@@ -168,6 +172,7 @@ impl Sandbox {
             image_ids: Mutex::new(HashMap::new()),
             known_volumes: Mutex::new(HashSet::new()),
             env_lock: tokio::sync::Mutex::new(()),
+            seed_lock: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -201,6 +206,24 @@ impl Sandbox {
         job: Job<'_>,
         cancel: &CancellationToken,
     ) -> Result<RunOutcome, SandboxError> {
+        match self.execute_named(volume, job, None, cancel).await? {
+            Some(outcome) => Ok(outcome),
+            None => Err(SandboxError::Docker {
+                op: "create a container",
+                container: None,
+                detail: "the generated name was taken".to_string(),
+            }),
+        }
+    }
+
+    /// Runs a job in a container named `name`; `Ok(None)` when that name is taken.
+    async fn execute_named(
+        &self,
+        volume: &str,
+        job: Job<'_>,
+        name: Option<&str>,
+        cancel: &CancellationToken,
+    ) -> Result<Option<RunOutcome>, SandboxError> {
         let image = self.settings.images.for_type(job.env.env_type);
         let policy = RunPolicy {
             purpose: job.purpose,
@@ -219,9 +242,13 @@ impl Sandbox {
         if self.closed.load(Ordering::SeqCst) {
             return Err(SandboxError::ShuttingDown);
         }
-        let Some(id) = self.docker.create(body).await? else {
-            self.forget_image(image);
-            return Err(self.image_missing(job.env));
+        let id = match self.docker.create(body, name).await? {
+            Created::Id(id) => id,
+            Created::NameTaken => return Ok(None),
+            Created::ImageMissing => {
+                self.forget_image(image);
+                return Err(self.image_missing(job.env));
+            }
         };
         let mut guard = ContainerGuard {
             id: Some(id.clone()),
@@ -235,7 +262,7 @@ impl Sandbox {
         if let Err(e) = self.docker.remove(&id).await {
             tracing::warn!(container = %id, error = %e, "could not remove a container");
         }
-        result
+        result.map(Some)
     }
 
     fn image_missing(&self, env: &EnvSpec) -> SandboxError {

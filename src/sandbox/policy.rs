@@ -40,6 +40,8 @@ pub const LABEL_ENV_TYPE: &str = "mcp-code-executor.env-type";
 pub const LABEL_ENV_LOCATION: &str = "mcp-code-executor.env-location";
 /// On environment volumes: the image they were seeded from.
 pub const LABEL_IMAGE: &str = "mcp-code-executor.image";
+/// On the marker volume saying an environment volume is complete: that volume's name.
+pub const LABEL_ENV_READY: &str = "mcp-code-executor.env-ready";
 
 /// Seconds the in-container deadline adds to the server's timeout: the server kills first, the
 /// container's own deadline is the backstop when the server itself is gone.
@@ -174,6 +176,49 @@ pub fn env_volume_labels(env: &EnvSpec, image: &str) -> HashMap<String, String> 
         (LABEL_ENV_LOCATION.to_string(), env.location().to_string()),
         (LABEL_IMAGE.to_string(), image.to_string()),
     ])
+}
+
+/// The marker volume whose existence says `volume` is seeded and handed to the run user.
+pub fn ready_marker_name(volume: &str) -> String {
+    format!("{volume}-ready")
+}
+
+/// The name of the lock container for seeding `volume` (container names are unique
+/// daemon-wide, so only one server at a time can create it).
+pub fn seed_lock_name(volume: &str) -> String {
+    format!("{volume}-seeding")
+}
+
+/// The lock container: never started, mounts nothing, and carries a deadline so that the
+/// leftover cleanup removes it if its server dies while seeding.
+pub fn lock_container(
+    image: &str,
+    instance: &str,
+    now_unix: u64,
+    lifetime_secs: u64,
+) -> ContainerCreateBody {
+    ContainerCreateBody {
+        image: Some(image.to_string()),
+        entrypoint: Some(vec!["true".to_string()]),
+        cmd: Some(vec![]),
+        network_disabled: Some(true),
+        labels: Some(HashMap::from([
+            (LABEL_MANAGED.to_string(), "true".to_string()),
+            (LABEL_INSTANCE.to_string(), instance.to_string()),
+            (
+                LABEL_DEADLINE.to_string(),
+                (now_unix + lifetime_secs).to_string(),
+            ),
+            (LABEL_PURPOSE.to_string(), "lock".to_string()),
+        ])),
+        host_config: Some(HostConfig {
+            network_mode: Some("none".to_string()),
+            cap_drop: Some(vec!["ALL".to_string()]),
+            readonly_rootfs: Some(true),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
 }
 
 /// The variables a container sees: an allow-list built here, never the server's own environment.
@@ -638,6 +683,18 @@ mod tests {
         assert_eq!(l.get(LABEL_DEADLINE).map(String::as_str), Some("1035"));
         assert_eq!(l.get(LABEL_ENV).map(String::as_str), Some("venv /opt/venv"));
         assert_eq!(l.get(LABEL_PURPOSE).map(String::as_str), Some("run"));
+    }
+
+    #[test]
+    fn lock_container_is_inert_and_expires() {
+        let b = lock_container("img", "inst", 100, 50);
+        assert_eq!(b.entrypoint, Some(vec!["true".to_string()]));
+        assert!(b.host_config.as_ref().unwrap().mounts.is_none());
+        let l = b.labels.unwrap();
+        assert_eq!(l.get(LABEL_DEADLINE).map(String::as_str), Some("150"));
+        assert_eq!(l.get(LABEL_MANAGED).map(String::as_str), Some("true"));
+        assert_eq!(seed_lock_name("v"), "v-seeding");
+        assert_eq!(ready_marker_name("v"), "v-ready");
     }
 
     #[test]

@@ -33,8 +33,9 @@ use progress::Progress;
 const INSTRUCTIONS: &str = "Runs Python code in short-lived, offline, locked-down Docker \
 containers. execute_code stores code as a file in the storage directory and runs it there; files \
 the code writes to its working directory are kept. Build long programs with initialize_code_file, \
-append_to_code_file and execute_code_file. get_environment_config shows the environment and the \
-limits (time, memory, output) in force.";
+append_to_code_file and execute_code_file. Runs are offline: add packages with \
+install_dependencies (they persist), look them up with check_installed_packages. \
+get_environment_config shows the environment and the limits (time, memory, output) in force.";
 
 /// Shared state of the server.
 #[derive(Debug)]
@@ -58,6 +59,7 @@ impl State {
             host_workdir: config.host_storage_dir.to_string_lossy().into_owned(),
             workdir: config.storage_dir.to_string_lossy().into_owned(),
             install: config.install_source.clone(),
+            env_limits: config.install_limits.clone(),
         });
         Ok(State {
             envs: Mutex::new(config.environments.clone()),

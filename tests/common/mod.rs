@@ -203,3 +203,80 @@ pub fn expected_run_uid() -> u32 {
     let uid = unsafe { libc::getuid() };
     if uid == 0 { 65534 } else { uid }
 }
+
+/// A uniquely named environment for one test; its volume is removed when dropped (with the
+/// server's own `reset-env` command), so tests never share installed packages.
+pub struct TestEnv {
+    pub env_type: &'static str,
+    pub name: String,
+}
+
+impl TestEnv {
+    pub fn new(env_type: &'static str) -> TestEnv {
+        let name = format!("t{}", &uuid_like()[..10]);
+        TestEnv { env_type, name }
+    }
+
+    /// Arguments of configure_environment selecting it.
+    pub fn configure_args(&self) -> Value {
+        match self.env_type {
+            "venv" => json!({ "type": "venv", "venv_path": self.name }),
+            "venv-uv" => json!({ "type": "venv-uv", "uv_venv_path": self.name }),
+            _ => json!({ "type": "conda", "conda_name": self.name }),
+        }
+    }
+
+    /// Server settings selecting it at start.
+    pub fn opts(&self) -> Opts {
+        let var = match self.env_type {
+            "venv" => "VENV_PATH",
+            "venv-uv" => "UV_VENV_PATH",
+            _ => "CONDA_ENV_NAME",
+        };
+        Opts::default()
+            .env("ENV_TYPE", self.env_type)
+            .env(var, &self.name)
+    }
+
+    /// The environment's prefix inside the image.
+    pub fn prefix(&self) -> String {
+        match self.env_type {
+            "conda" => format!("/opt/conda/envs/{}", self.name),
+            _ => format!("/opt/envs/{}", self.name),
+        }
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(bin())
+            .args(["reset-env", self.env_type, &self.name])
+            .env("CONDA_IMAGE", CONDA_STANDIN_IMAGE)
+            .output();
+    }
+}
+
+pub fn uuid_like() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{:x}{:08x}", nanos, std::process::id())
+        .chars()
+        .rev()
+        .collect()
+}
+
+/// The environment volumes the server lists for `location`.
+pub fn env_volumes(location: &str) -> Vec<String> {
+    let out = std::process::Command::new(bin())
+        .arg("list-envs")
+        .env("CONDA_IMAGE", CONDA_STANDIN_IMAGE)
+        .output()
+        .expect("list-envs");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.split('\t').nth(1) == Some(location))
+        .map(str::to_string)
+        .collect()
+}
