@@ -21,6 +21,10 @@ pub const DEFAULT_PIDS_LIMIT: i64 = 128;
 pub const DEFAULT_OUTPUT_LIMIT: usize = 1024 * 1024;
 pub const DEFAULT_TMPFS_SIZE: &str = "64m";
 pub const DEFAULT_MAX_CODE_SIZE: usize = 2 * 1024 * 1024;
+pub const DEFAULT_MAX_FILE_SIZE: &str = "256m";
+pub const DEFAULT_MAX_CONCURRENT_RUNS: usize = 4;
+/// Open files per process inside a container.
+pub const OPEN_FILES_LIMIT: i64 = 1024;
 pub const DEFAULT_INSTALL_TIMEOUT_SECS: u64 = 300;
 pub const DEFAULT_INSTALL_MEMORY_LIMIT: &str = "2g";
 pub const DEFAULT_INSTALL_TMPFS_SIZE: &str = "1g";
@@ -96,6 +100,14 @@ pub struct Cli {
     /// Largest code or file content accepted by a tool, in bytes
     #[arg(long, env = "MAX_CODE_SIZE", default_value_t = DEFAULT_MAX_CODE_SIZE)]
     pub max_code_size: usize,
+
+    /// Largest file a program may write (each file; writes beyond fail with "File too large")
+    #[arg(long, env = "MAX_FILE_SIZE", default_value = DEFAULT_MAX_FILE_SIZE)]
+    pub max_file_size: String,
+
+    /// Containers running at once; further calls wait their turn
+    #[arg(long, env = "MAX_CONCURRENT_RUNS", default_value_t = DEFAULT_MAX_CONCURRENT_RUNS)]
+    pub max_concurrent_runs: usize,
 
     /// Wall-clock limit of one install_dependencies call, in seconds
     #[arg(long, env = "INSTALL_TIMEOUT", default_value_t = DEFAULT_INSTALL_TIMEOUT_SECS)]
@@ -181,11 +193,21 @@ pub struct Limits {
     pub tmpfs_bytes: i64,
     /// Largest code or file content accepted, bytes.
     pub max_code_bytes: usize,
+    /// Largest file a program may write, bytes.
+    pub max_file_bytes: i64,
 }
 
 impl Limits {
     pub fn timeout(&self) -> Duration {
         Duration::from_secs(self.timeout_secs)
+    }
+
+    /// These limits with a per-call timeout, which may lower the timeout but never raise it.
+    pub fn with_call_timeout(&self, secs: Option<u64>) -> Limits {
+        Limits {
+            timeout_secs: secs.map_or(self.timeout_secs, |s| s.clamp(1, self.timeout_secs)),
+            ..self.clone()
+        }
     }
 }
 
@@ -234,6 +256,8 @@ pub struct Config {
     pub install_limits: Limits,
     /// Where installs download from.
     pub install_source: InstallSource,
+    /// Containers running at once.
+    pub max_concurrent_runs: usize,
     /// uid and gid that code runs as.
     pub run_as: (u32, u32),
     pub log_level: String,
@@ -280,6 +304,7 @@ impl Config {
             output_bytes: positive("OUTPUT_LIMIT", cli.output_limit)?,
             tmpfs_bytes: parse_size("TMPFS_SIZE", &cli.tmpfs_size, 1024 * 1024)?,
             max_code_bytes: positive("MAX_CODE_SIZE", cli.max_code_size)?,
+            max_file_bytes: parse_size("MAX_FILE_SIZE", &cli.max_file_size, 1 << 20)?,
         };
         let install_limits = Limits {
             timeout_secs: positive("INSTALL_TIMEOUT", cli.install_timeout)?,
@@ -318,6 +343,7 @@ impl Config {
             limits,
             install_limits,
             install_source,
+            max_concurrent_runs: positive("MAX_CONCURRENT_RUNS", cli.max_concurrent_runs)?,
             run_as,
             log_level: cli.log_level,
             command: cli.command,
@@ -555,6 +581,22 @@ mod tests {
         assert!(parse_size("X", "-1m", 0).is_err());
         assert!(parse_size("X", "1k", 4096).is_err());
         assert!(parse_size("X", "1e30g", 0).is_err());
+    }
+
+    #[test]
+    fn call_timeouts_only_lower() {
+        let c = Config::from_cli(cli(&[
+            "--storage-dir",
+            "/tmp/mce-config-test",
+            "--timeout",
+            "30",
+        ]))
+        .unwrap();
+        assert_eq!(c.limits.with_call_timeout(None).timeout_secs, 30);
+        assert_eq!(c.limits.with_call_timeout(Some(5)).timeout_secs, 5);
+        assert_eq!(c.limits.with_call_timeout(Some(999)).timeout_secs, 30);
+        assert_eq!(c.limits.with_call_timeout(Some(0)).timeout_secs, 1);
+        assert_eq!(c.limits.max_file_bytes, 256 << 20);
     }
 
     #[test]

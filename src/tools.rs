@@ -18,6 +18,20 @@ pub struct ExecuteCodeArgs {
     /// Name for the stored file (sanitized; a random suffix and .py are added).
     #[serde(default)]
     pub filename: Option<String>,
+    /// Seconds this run may take; can lower the server's limit, never raise it.
+    #[serde(default)]
+    #[schemars(range(min = 1))]
+    pub timeout: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct ExecuteCodeFileArgs {
+    /// The file: its bare name or the path this server returned.
+    pub file_path: String,
+    /// Seconds this run may take; can lower the server's limit, never raise it.
+    #[serde(default)]
+    #[schemars(range(min = 1))]
+    pub timeout: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -128,6 +142,9 @@ pub struct RunResult {
     /// The environment it ran in, e.g. "venv /opt/venv".
     #[serde(skip_serializing_if = "Option::is_none")]
     pub environment: Option<String>,
+    /// The time limit this run had, seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout_secs: Option<u64>,
 }
 
 /// Result of `initialize_code_file`, `append_to_code_file` and `read_code_file`.

@@ -125,3 +125,23 @@ async fn leftovers_of_a_killed_server_are_removed_at_next_start() -> anyhow::Res
     next.stop().await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_starting_server_leaves_another_live_servers_containers_alone() -> anyhow::Result<()> {
+    let a = Server::start().await?;
+    let call = start_long_run(&a).await;
+    let running = a.containers();
+    assert_eq!(running.len(), 1);
+    // A second server sharing the daemon starts and cleans up leftovers...
+    let b = Server::start().await?;
+    let (r, is_error) = b.run("print('b runs')").await?;
+    assert!(!is_error, "{r}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // ...but A's running container is untouched.
+    assert_eq!(a.containers(), running);
+    b.stop().await?;
+    let stopped = a.stop().await?;
+    assert!(containers_mounting(&stopped.storage).is_empty());
+    call.abort();
+    Ok(())
+}

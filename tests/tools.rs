@@ -48,10 +48,10 @@ async fn original_tool_and_argument_names() -> anyhow::Result<()> {
             .unwrap_or_default()
     };
     let expect = [
-        ("execute_code", vec!["code", "filename"]),
+        ("execute_code", vec!["code", "filename", "timeout"]),
         ("initialize_code_file", vec!["content", "filename"]),
         ("append_to_code_file", vec!["content", "file_path"]),
-        ("execute_code_file", vec!["file_path"]),
+        ("execute_code_file", vec!["file_path", "timeout"]),
         ("read_code_file", vec!["file_path"]),
         (
             "configure_environment",

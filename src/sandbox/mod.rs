@@ -81,6 +81,22 @@ pub struct RunOutcome {
 }
 
 impl RunOutcome {
+    /// A call cancelled while it waited for a slot: nothing ran.
+    fn cancelled_before_start() -> Self {
+        RunOutcome {
+            exit_code: None,
+            stdout: String::new(),
+            stderr: String::new(),
+            stdout_bytes: 0,
+            stderr_bytes: 0,
+            truncated: false,
+            timed_out: false,
+            oom_killed: false,
+            cancelled: true,
+            duration: Duration::ZERO,
+        }
+    }
+
     pub fn succeeded(&self) -> bool {
         self.exit_code == Some(0) && !self.timed_out && !self.oom_killed && !self.cancelled
     }
@@ -96,6 +112,8 @@ pub struct SandboxSettings {
     pub install: InstallSource,
     /// Limits for seeding and creating environments (the install limits).
     pub env_limits: Limits,
+    /// Containers running at once.
+    pub max_concurrent: usize,
 }
 
 /// Runs programs in containers; owns the Docker connection and this server's instance id.
@@ -114,6 +132,8 @@ pub struct Sandbox {
     env_lock: tokio::sync::Mutex<()>,
     /// Serialises seeding environment volumes within this server.
     seed_lock: tokio::sync::Mutex<()>,
+    /// One permit per container allowed to run at once; calls beyond wait.
+    slots: tokio::sync::Semaphore,
 }
 
 /// Removes its container when dropped without [`ContainerGuard::disarm`] (a cancelled call).
@@ -167,6 +187,7 @@ impl Sandbox {
         Sandbox {
             docker: DockerApi::new(),
             instance: uuid::Uuid::new_v4().simple().to_string(),
+            slots: tokio::sync::Semaphore::new(settings.max_concurrent.max(1)),
             settings,
             closed: AtomicBool::new(false),
             image_ids: Mutex::new(HashMap::new()),
@@ -239,6 +260,11 @@ impl Sandbox {
             now_unix: unix_now(),
         };
         let body = policy::container_body(&policy);
+        // Wait for a slot (MAX_CONCURRENT_RUNS); a cancelled call stops waiting.
+        let _slot = tokio::select! {
+            permit = self.slots.acquire() => permit.map_err(|_| SandboxError::ShuttingDown)?,
+            _ = cancel.cancelled() => return Ok(Some(RunOutcome::cancelled_before_start())),
+        };
         if self.closed.load(Ordering::SeqCst) {
             return Err(SandboxError::ShuttingDown);
         }

@@ -19,7 +19,7 @@ use bollard::models::{
     ContainerCreateBody, HostConfig, Mount, MountType, MountVolumeOptions, ResourcesUlimits,
 };
 
-use crate::config::Limits;
+use crate::config::{Limits, OPEN_FILES_LIMIT};
 use crate::environment::EnvSpec;
 
 /// Every container this server makes carries this label (value `true`).
@@ -342,6 +342,14 @@ fn mounts(policy: &RunPolicy) -> Vec<Mount> {
     mounts
 }
 
+fn ulimit(name: &str, value: i64) -> ResourcesUlimits {
+    ResourcesUlimits {
+        name: Some(name.to_string()),
+        soft: Some(value),
+        hard: Some(value),
+    }
+}
+
 /// The full container settings.
 pub fn container_body(policy: &RunPolicy) -> ContainerCreateBody {
     let limits = policy.limits;
@@ -377,11 +385,11 @@ pub fn container_body(policy: &RunPolicy) -> ContainerCreateBody {
         init: Some(true),
         ipc_mode: Some("private".to_string()),
         shm_size: Some(limits.tmpfs_bytes),
-        ulimits: Some(vec![ResourcesUlimits {
-            name: Some("core".to_string()),
-            soft: Some(0),
-            hard: Some(0),
-        }]),
+        ulimits: Some(vec![
+            ulimit("core", 0),
+            ulimit("fsize", limits.max_file_bytes),
+            ulimit("nofile", OPEN_FILES_LIMIT),
+        ]),
         mounts: Some(mounts(policy)),
         auto_remove: Some(false),
         privileged: Some(false),
@@ -423,6 +431,7 @@ mod tests {
             output_bytes: 1 << 20,
             tmpfs_bytes: 64 << 20,
             max_code_bytes: 1 << 20,
+            max_file_bytes: 256 << 20,
         }
     }
 
@@ -548,9 +557,20 @@ mod tests {
         );
         assert_eq!(h.nano_cpus, Some(1_500_000_000));
         assert_eq!(h.pids_limit, Some(128));
-        let core = h.ulimits.unwrap();
-        assert_eq!(core[0].name.as_deref(), Some("core"));
-        assert_eq!((core[0].soft, core[0].hard), (Some(0), Some(0)));
+        let ulimits: Vec<(String, i64, i64)> = h
+            .ulimits
+            .unwrap()
+            .into_iter()
+            .map(|u| (u.name.unwrap(), u.soft.unwrap(), u.hard.unwrap()))
+            .collect();
+        assert_eq!(
+            ulimits,
+            [
+                ("core".to_string(), 0, 0),
+                ("fsize".to_string(), 256 << 20, 256 << 20),
+                ("nofile".to_string(), 1024, 1024)
+            ]
+        );
     }
 
     #[test]

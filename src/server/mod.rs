@@ -24,8 +24,8 @@ use crate::sandbox::{Job, RunOutcome, Sandbox, SandboxSettings};
 use crate::storage::Storage;
 use crate::tools::{
     AppendToCodeFileArgs, CheckResult, ConfigReport, ConfigResult, ConfigureEnvironmentArgs,
-    ConfigureResult, EnvReport, ExecuteCodeArgs, FilePathArgs, FileResult, InitializeCodeFileArgs,
-    InstallResult, PackagesArgs, RunResult, Status,
+    ConfigureResult, EnvReport, ExecuteCodeArgs, ExecuteCodeFileArgs, FilePathArgs, FileResult,
+    InitializeCodeFileArgs, InstallResult, PackagesArgs, RunResult, Status,
 };
 use params::Parameters;
 use progress::Progress;
@@ -60,6 +60,7 @@ impl State {
             workdir: config.storage_dir.to_string_lossy().into_owned(),
             install: config.install_source.clone(),
             env_limits: config.install_limits.clone(),
+            max_concurrent: config.max_concurrent_runs,
         });
         Ok(State {
             envs: Mutex::new(config.environments.clone()),
@@ -106,8 +107,8 @@ fn run_failure(o: &RunOutcome, limits: &Limits) -> Option<String> {
         ))
     } else if o.timed_out {
         Some(format!(
-            "the program did not finish within {} s and was killed (setting EXECUTION_TIMEOUT); \
-             output printed before that is kept",
+            "the program did not finish within {} s and was killed (the call's timeout, at most \
+             the server's EXECUTION_TIMEOUT); output printed before that is kept",
             limits.timeout_secs
         ))
     } else {
@@ -137,17 +138,19 @@ impl CodeExecutor {
         &self,
         name: String,
         code: &str,
+        timeout: Option<u64>,
         ctx: &RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
         let state = &self.state;
         let env = state.envs().active_spec().clone();
         let path = state.storage.path_of(&name).to_string_lossy().into_owned();
-        let limits = &state.config.limits;
+        let limits = &state.config.limits.with_call_timeout(timeout);
         let job = Job::run(&env, &path, code, limits);
         let mut result = RunResult {
             file_path: Some(path.clone()),
             generated_filename: Some(name),
             environment: Some(env.to_string()),
+            timeout_secs: Some(limits.timeout_secs),
             ..Default::default()
         };
         match state.sandbox.execute(job, &ctx.ct).await {
@@ -225,7 +228,8 @@ impl CodeExecutor {
                 return respond(&result, true);
             }
         };
-        self.run_stored(stored.name, &args.code, &ctx).await
+        self.run_stored(stored.name, &args.code, args.timeout, &ctx)
+            .await
     }
 
     /// Run a file stored earlier (by execute_code or initialize_code_file), given by its bare
@@ -236,7 +240,7 @@ impl CodeExecutor {
     )]
     async fn execute_code_file(
         &self,
-        Parameters(args): Parameters<FilePathArgs>,
+        Parameters(args): Parameters<ExecuteCodeFileArgs>,
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
         let storage = &self.state.storage;
@@ -244,7 +248,7 @@ impl CodeExecutor {
             .resolve(&args.file_path)
             .and_then(|name| storage.read(&name).map(|code| (name, code)));
         match loaded {
-            Ok((name, code)) => self.run_stored(name, &code, &ctx).await,
+            Ok((name, code)) => self.run_stored(name, &code, args.timeout, &ctx).await,
             Err(e) => {
                 let result = RunResult {
                     status: Status::Error,
