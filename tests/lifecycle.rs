@@ -145,3 +145,101 @@ async fn a_starting_server_leaves_another_live_servers_containers_alone() -> any
     call.abort();
     Ok(())
 }
+
+/// A Unix-socket proxy in front of the real Docker daemon that the test can cut and restore,
+/// to play a daemon that goes away and comes back.
+struct DockerProxy {
+    path: std::path::PathBuf,
+    task: Option<tokio::task::JoinHandle<()>>,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl DockerProxy {
+    fn new(dir: &std::path::Path) -> DockerProxy {
+        DockerProxy {
+            path: dir.join("docker.sock"),
+            task: None,
+            conns: Default::default(),
+        }
+    }
+
+    fn up(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+        let listener = tokio::net::UnixListener::bind(&self.path).unwrap();
+        let conns = self.conns.clone();
+        self.task = Some(tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let conn = tokio::spawn(async move {
+                    if let Ok(mut daemon) =
+                        tokio::net::UnixStream::connect("/var/run/docker.sock").await
+                    {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut daemon).await;
+                    }
+                });
+                conns.lock().unwrap().push(conn);
+            }
+        }));
+    }
+
+    /// Cuts every connection and stops listening.
+    fn down(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+        for conn in self.conns.lock().unwrap().drain(..) {
+            conn.abort();
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+#[tokio::test]
+async fn docker_going_away_mid_run_fails_the_call_and_the_server_recovers() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut proxy = DockerProxy::new(dir.path());
+    proxy.up();
+    let host = format!("unix://{}", proxy.path.display());
+    let s = Server::start_with(Opts::default().env("DOCKER_HOST", &host)).await?;
+    let (r, is_error) = s.run("print('warm')").await?;
+    assert!(!is_error, "{r}");
+
+    let peer = s.client.peer().clone();
+    let call = tokio::spawn(async move {
+        let args = json!({ "code": "import time\nprint('started', flush=True)\ntime.sleep(30)" });
+        let params = rmcp::model::CallToolRequestParams::new("execute_code")
+            .with_arguments(args.as_object().cloned().unwrap_or_default());
+        peer.call_tool(params).await
+    });
+    let started = Instant::now();
+    while s.containers().is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "run never started"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    proxy.down();
+    let result = tokio::time::timeout(Duration::from_secs(40), call).await???;
+    let body = result.structured_content.unwrap_or_default();
+    assert_eq!(result.is_error, Some(true), "{body}");
+    let msg = str_field(&body, "error");
+    assert!(msg.contains("Docker"), "{msg}");
+
+    // While Docker is away, calls fail with advice; when it is back, runs work again and the
+    // container that could not be removed is removed.
+    let (r, is_error) = s.run("print(1)").await?;
+    assert!(is_error);
+    assert!(str_field(&r, "error").contains("start Docker"), "{r}");
+    proxy.up();
+    let (r, is_error) = s.run("print('back')").await?;
+    assert!(!is_error, "{r}");
+    assert_eq!(str_field(&r, "stdout"), "back\n");
+    assert!(
+        s.containers().is_empty(),
+        "the orphaned container was not removed"
+    );
+    s.stop().await?;
+    proxy.down();
+    Ok(())
+}

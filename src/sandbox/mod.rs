@@ -134,6 +134,8 @@ pub struct Sandbox {
     seed_lock: tokio::sync::Mutex<()>,
     /// One permit per container allowed to run at once; calls beyond wait.
     slots: tokio::sync::Semaphore,
+    /// Containers whose removal failed (Docker unreachable); retried on the next contact.
+    pending_removals: Mutex<Vec<String>>,
 }
 
 /// Removes its container when dropped without [`ContainerGuard::disarm`] (a cancelled call).
@@ -194,6 +196,7 @@ impl Sandbox {
             known_volumes: Mutex::new(HashSet::new()),
             env_lock: tokio::sync::Mutex::new(()),
             seed_lock: tokio::sync::Mutex::new(()),
+            pending_removals: Mutex::new(Vec::new()),
         }
     }
 
@@ -269,7 +272,13 @@ impl Sandbox {
             return Err(SandboxError::ShuttingDown);
         }
         let id = match self.docker.create(body, name).await? {
-            Created::Id(id) => id,
+            Created::Id(id) => {
+                // Docker answers again: clear what it could not do before.
+                if !lock(&self.pending_removals).is_empty() {
+                    self.retry_removals().await;
+                }
+                id
+            }
             Created::NameTaken => return Ok(None),
             Created::ImageMissing => {
                 self.forget_image(image);
@@ -286,9 +295,21 @@ impl Sandbox {
         };
         guard.disarm();
         if let Err(e) = self.docker.remove(&id).await {
-            tracing::warn!(container = %id, error = %e, "could not remove a container");
+            tracing::warn!(container = %id, error = %e, "could not remove a container; will retry");
+            lock(&self.pending_removals).push(id);
         }
         result.map(Some)
+    }
+
+    /// Retries removing containers that could not be removed earlier (Docker was away).
+    async fn retry_removals(&self) {
+        let pending = std::mem::take(&mut *lock(&self.pending_removals));
+        for id in pending {
+            if let Err(e) = self.docker.remove(&id).await {
+                tracing::debug!(container = %id, error = %e, "removal failed again");
+                lock(&self.pending_removals).push(id);
+            }
+        }
     }
 
     fn image_missing(&self, env: &EnvSpec) -> SandboxError {
