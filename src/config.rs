@@ -23,6 +23,8 @@ pub const DEFAULT_TMPFS_SIZE: &str = "64m";
 pub const DEFAULT_MAX_CODE_SIZE: usize = 2 * 1024 * 1024;
 pub const DEFAULT_MAX_FILE_SIZE: &str = "256m";
 pub const DEFAULT_MAX_CONCURRENT_RUNS: usize = 4;
+pub const DEFAULT_POOL_SIZE: usize = 2;
+pub const DEFAULT_PREIMPORT: &str = "numpy,pandas";
 /// Open files per process inside a container.
 pub const OPEN_FILES_LIMIT: i64 = 1024;
 pub const DEFAULT_INSTALL_TIMEOUT_SECS: u64 = 300;
@@ -104,6 +106,14 @@ pub struct Cli {
     /// Largest file a program may write (each file; writes beyond fail with "File too large")
     #[arg(long, env = "MAX_FILE_SIZE", default_value = DEFAULT_MAX_FILE_SIZE)]
     pub max_file_size: String,
+
+    /// Pre-started containers kept ready for the active environment (0 disables the pool)
+    #[arg(long, env = "POOL_SIZE", default_value_t = DEFAULT_POOL_SIZE)]
+    pub pool_size: usize,
+
+    /// Modules pre-started containers import while they wait (comma-separated; "" for none)
+    #[arg(long, env = "PREIMPORT", default_value = DEFAULT_PREIMPORT)]
+    pub preimport: String,
 
     /// Containers running at once; further calls wait their turn
     #[arg(long, env = "MAX_CONCURRENT_RUNS", default_value_t = DEFAULT_MAX_CONCURRENT_RUNS)]
@@ -258,6 +268,10 @@ pub struct Config {
     pub install_source: InstallSource,
     /// Containers running at once.
     pub max_concurrent_runs: usize,
+    /// Pre-started containers.
+    pub pool_size: usize,
+    /// Modules pre-started containers import.
+    pub preimport: Vec<String>,
     /// uid and gid that code runs as.
     pub run_as: (u32, u32),
     pub log_level: String,
@@ -344,6 +358,12 @@ impl Config {
             install_limits,
             install_source,
             max_concurrent_runs: positive("MAX_CONCURRENT_RUNS", cli.max_concurrent_runs)?,
+            pool_size: if cli.pool_size <= 16 {
+                cli.pool_size
+            } else {
+                return Err(invalid("POOL_SIZE", cli.pool_size, "at most 16"));
+            },
+            preimport: module_list(&cli.preimport)?,
             run_as,
             log_level: cli.log_level,
             command: cli.command,
@@ -492,6 +512,35 @@ pub fn parse_size(setting: &'static str, s: &str, min: i64) -> Result<i64, Confi
     Ok(bytes)
 }
 
+/// Comma-separated dotted module names.
+fn module_list(s: &str) -> Result<Vec<String>, ConfigError> {
+    let names: Vec<String> = s
+        .split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(str::to_string)
+        .collect();
+    let valid = |n: &str| {
+        n.split('.').all(|part| {
+            part.chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        })
+    };
+    if names.len() > 20 {
+        return Err(invalid("PREIMPORT", s, "at most 20 modules"));
+    }
+    match names.iter().find(|n| !valid(n)) {
+        Some(bad) => Err(invalid(
+            "PREIMPORT",
+            s,
+            &format!("{bad:?} is not a module name"),
+        )),
+        None => Ok(names),
+    }
+}
+
 fn network_name(s: String) -> Result<String, ConfigError> {
     let ok = !s.is_empty()
         && s.len() <= 64
@@ -634,6 +683,18 @@ mod tests {
         for bad in ["", "-x", "a b", "a;b", "$(x)"] {
             assert!(image_ref("I", bad.into()).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn preimport_lists() {
+        assert_eq!(
+            module_list("numpy, pandas,matplotlib.pyplot").unwrap(),
+            ["numpy", "pandas", "matplotlib.pyplot"]
+        );
+        assert!(module_list("").unwrap().is_empty());
+        assert!(module_list("os;rm").is_err());
+        assert!(module_list("1abc").is_err());
+        assert!(module_list("a..b").is_err());
     }
 
     #[test]

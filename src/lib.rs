@@ -102,15 +102,23 @@ pub async fn serve(config: Config) -> Result<(), Error> {
         "mcp-code-executor ready"
     );
 
-    // Leftovers of servers that died (even by SIGKILL) are removed in the background, so that
-    // `initialize` is answered at once.
+    // Leftovers of servers that died (even by SIGKILL) are removed and the pool is filled in
+    // the background, so that `initialize` is answered at once.
     let cleaner = Arc::clone(&state);
     tokio::spawn(async move {
+        if let Err(e) = cleaner
+            .sandbox
+            .start_sentinel(cleaner.config.environments.active_spec())
+            .await
+        {
+            tracing::warn!("could not start the sentinel container: {e}");
+        }
         match cleaner.sandbox.remove_leftovers().await {
             Ok(0) => {}
             Ok(n) => tracing::info!("removed {n} leftover container(s) of earlier servers"),
             Err(e) => tracing::warn!("could not check for leftover containers: {e}"),
         }
+        cleaner.warm_up();
     });
 
     let mut sigterm = signal(SignalKind::terminate()).map_err(Error::Signals)?;

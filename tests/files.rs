@@ -58,7 +58,7 @@ async fn build_up_and_run_a_long_program() -> anyhow::Result<()> {
         assert_eq!(str_field(&r, "file_path"), path);
         assert_eq!(str_field(&r, "generated_filename"), name);
     }
-    assert!(s.containers().is_empty());
+    assert!(s.containers().await.is_empty());
     s.stop().await?;
     Ok(())
 }
@@ -107,7 +107,7 @@ async fn paths_outside_the_storage_dir_are_refused() -> anyhow::Result<()> {
     }
     // Nothing outside was touched, and no container was started for a refused file.
     assert_eq!(std::fs::read_to_string(&secret)?, "print('secret')\n");
-    assert!(s.containers().is_empty());
+    assert!(s.containers().await.is_empty());
 
     // A hostile filename hint cannot escape either: it is sanitized.
     let (r, is_error) = s

@@ -20,7 +20,7 @@ async fn still_fine(s: &Server) {
         "slow answer: {:?}",
         started.elapsed()
     );
-    assert!(s.containers().is_empty(), "container left behind");
+    assert!(s.containers().await.is_empty(), "container left behind");
 }
 
 #[tokio::test]

@@ -81,7 +81,7 @@ async fn install_persists(
         str_field(&r, "stdout").trim(),
         format!("True {}", env.prefix())
     );
-    assert!(s.containers().is_empty());
+    assert!(s.containers().await.is_empty());
     s.stop().await?;
     Ok(())
 }

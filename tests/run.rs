@@ -50,7 +50,10 @@ async fn execute_code_stores_the_file_and_runs_it() -> anyhow::Result<()> {
     assert_eq!(std::fs::read_to_string(&written)?, "hello");
     assert_eq!(std::fs::metadata(&written)?.uid(), expected_run_uid());
 
-    assert!(s.containers().is_empty(), "container left after the run");
+    assert!(
+        s.containers().await.is_empty(),
+        "container left after the run"
+    );
     s.stop().await?;
     Ok(())
 }
@@ -88,7 +91,7 @@ async fn exit_codes_decide_success_not_stderr() -> anyhow::Result<()> {
         .await?;
     assert_eq!(r["exit_code"], 7);
     assert_eq!(str_field(&r, "stdout"), "''\n");
-    assert!(s.containers().is_empty());
+    assert!(s.containers().await.is_empty());
     s.stop().await?;
     Ok(())
 }
@@ -203,7 +206,7 @@ async fn a_run_past_the_timeout_is_killed_and_keeps_its_output() -> anyhow::Resu
     assert_eq!(str_field(&r, "stdout"), "before the loop\n");
     assert!(str_field(&r, "error").contains("EXECUTION_TIMEOUT"), "{r}");
     assert!(elapsed.as_secs() < 15, "took {elapsed:?}");
-    assert!(s.containers().is_empty());
+    assert!(s.containers().await.is_empty());
     // The server keeps answering.
     let (r, is_error) = s.run("print('still here')").await?;
     assert!(!is_error);

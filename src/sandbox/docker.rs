@@ -50,12 +50,15 @@ pub enum Created {
 pub struct ListedContainer {
     pub id: String,
     pub labels: HashMap<String, String>,
+    pub running: bool,
+    /// Unix time of creation.
+    pub created: i64,
 }
 
-/// A lazily connected Docker client.
-#[derive(Debug, Default)]
+/// A lazily connected Docker client; clones share the connection.
+#[derive(Debug, Default, Clone)]
 pub struct DockerApi {
-    client: Mutex<Option<Docker>>,
+    client: std::sync::Arc<Mutex<Option<Docker>>>,
 }
 
 impl DockerApi {
@@ -276,6 +279,18 @@ impl DockerApi {
         }
     }
 
+    /// Renames a container (pool containers are renamed when taken, for observers).
+    pub async fn rename(&self, id: &str, name: &str) -> Result<(), SandboxError> {
+        let client = self.client().await?;
+        let options = bollard::query_parameters::RenameContainerOptionsBuilder::new()
+            .name(name)
+            .build();
+        match client.rename_container(id, options).await {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.note(map_err("rename a container", Some(id), e)).await),
+        }
+    }
+
     /// Sends SIGKILL; a container that already stopped is not an error.
     pub async fn kill(&self, id: &str) -> Result<(), SandboxError> {
         let client = self.client().await?;
@@ -327,6 +342,8 @@ impl DockerApi {
                 .into_iter()
                 .filter_map(|c| {
                     Some(ListedContainer {
+                        running: c.state.map(|s| s.to_string() == "running").unwrap_or(false),
+                        created: c.created.unwrap_or(0),
                         id: c.id?,
                         labels: c.labels.unwrap_or_default(),
                     })

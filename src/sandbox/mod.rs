@@ -13,10 +13,11 @@ pub mod docker;
 pub mod envs;
 pub mod output;
 pub mod policy;
+pub mod pool;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bollard::container::LogOutput;
@@ -28,8 +29,11 @@ use crate::config::{Images, Limits};
 use crate::environment::EnvSpec;
 use crate::error::SandboxError;
 use docker::{Created, DockerApi};
-use output::CappedOutput;
-use policy::{InstallSource, LABEL_DEADLINE, LABEL_INSTANCE, LABEL_MANAGED, Purpose, RunPolicy};
+use output::MarkedStream;
+use policy::{InstallSource, LABEL_INSTANCE, LABEL_MANAGED, Purpose, RunPolicy};
+
+/// How long shutdown keeps sweeping for containers still being made or removed.
+const SHUTDOWN_SWEEP: Duration = Duration::from_secs(15);
 
 /// How long to wait for a killed container to be reported as stopped.
 const KILL_WAIT: Duration = Duration::from_secs(10);
@@ -114,6 +118,24 @@ pub struct SandboxSettings {
     pub env_limits: Limits,
     /// Containers running at once.
     pub max_concurrent: usize,
+    /// Limits of runs (pre-started containers are made with them).
+    pub run_limits: Limits,
+    /// Pre-started containers kept ready for the active environment (0: none).
+    pub pool_size: usize,
+    /// Modules pre-started runners import while they wait.
+    pub preimport: Vec<String>,
+}
+
+/// A held attach connection (the sentinel's).
+struct Attached(
+    #[allow(dead_code)] docker::OutputStream,
+    #[allow(dead_code)] docker::InputSink,
+);
+
+impl std::fmt::Debug for Attached {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Attached")
+    }
 }
 
 /// Runs programs in containers; owns the Docker connection and this server's instance id.
@@ -136,10 +158,19 @@ pub struct Sandbox {
     slots: tokio::sync::Semaphore,
     /// Containers whose removal failed (Docker unreachable); retried on the next contact.
     pending_removals: Mutex<Vec<String>>,
+    /// Pre-started containers.
+    pool: Mutex<pool::PoolState>,
+    /// Background removals under way (shutdown waits for them).
+    background: std::sync::atomic::AtomicUsize,
+    /// The sentinel's attach: held for the server's whole life.
+    sentinel: Mutex<Option<Attached>>,
+    /// This sandbox, for background work (refilling the pool, removing used containers).
+    me: Weak<Sandbox>,
 }
 
 /// Removes its container when dropped without [`ContainerGuard::disarm`] (a cancelled call).
 struct ContainerGuard {
+    docker: DockerApi,
     id: Option<String>,
 }
 
@@ -155,9 +186,8 @@ impl Drop for ContainerGuard {
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        // The API client is cheap to re-create; a fresh one outlives the dropped call.
+        let api = self.docker.clone();
         handle.spawn(async move {
-            let api = DockerApi::new();
             if let Err(e) = api.remove(&id).await {
                 tracing::warn!(container = %id, error = %e, "could not remove a container");
             }
@@ -185,8 +215,8 @@ fn unix_now() -> u64 {
 }
 
 impl Sandbox {
-    pub fn new(settings: SandboxSettings) -> Self {
-        Sandbox {
+    pub fn new(settings: SandboxSettings) -> Arc<Self> {
+        Arc::new_cyclic(|me| Sandbox {
             docker: DockerApi::new(),
             instance: uuid::Uuid::new_v4().simple().to_string(),
             slots: tokio::sync::Semaphore::new(settings.max_concurrent.max(1)),
@@ -197,7 +227,11 @@ impl Sandbox {
             env_lock: tokio::sync::Mutex::new(()),
             seed_lock: tokio::sync::Mutex::new(()),
             pending_removals: Mutex::new(Vec::new()),
-        }
+            pool: Mutex::new(pool::PoolState::default()),
+            background: std::sync::atomic::AtomicUsize::new(0),
+            sentinel: Mutex::new(None),
+            me: me.clone(),
+        })
     }
 
     pub fn settings(&self) -> &SandboxSettings {
@@ -219,8 +253,67 @@ impl Sandbox {
         job: Job<'_>,
         cancel: &CancellationToken,
     ) -> Result<RunOutcome, SandboxError> {
-        let volume = self.env_volume(job.env).await?;
-        self.execute_in(&volume, job, cancel).await
+        let result = if job.purpose == Purpose::Run
+            && let Some(warm) = self.take_warm(job.env)
+        {
+            self.execute_warm(warm, job, cancel).await
+        } else {
+            match self.env_volume(job.env).await {
+                Ok(volume) => self.execute_in(&volume, job, cancel).await,
+                Err(e) => Err(e),
+            }
+        };
+        if let Err(SandboxError::DockerUnavailable { .. }) = &result {
+            // Pre-started containers lost their connection with the daemon: start afresh.
+            self.flush_pool();
+        }
+        result
+    }
+
+    /// Runs a job in a pre-started container; it is removed afterwards, in the background.
+    async fn execute_warm(
+        &self,
+        warm: pool::Warm,
+        job: Job<'_>,
+        cancel: &CancellationToken,
+    ) -> Result<RunOutcome, SandboxError> {
+        let _slot = tokio::select! {
+            permit = self.slots.acquire() => permit.map_err(|_| SandboxError::ShuttingDown)?,
+            _ = cancel.cancelled() => {
+                self.remove_later(warm.id);
+                return Ok(RunOutcome::cancelled_before_start());
+            }
+        };
+        let pool::Warm {
+            id, output, input, ..
+        } = warm;
+        let mut guard = ContainerGuard {
+            docker: self.docker.clone(),
+            id: Some(id.clone()),
+        };
+        // Observers (and tests) tell a used pool container from an idle one by its name.
+        let docker = self.docker.clone();
+        let (rid, new_name) = (id.clone(), pool::used_name(&id));
+        tokio::spawn(async move {
+            let _ = docker.rename(&rid, &new_name).await;
+        });
+        let result = self.converse(&id, output, input, &job, cancel).await;
+        guard.disarm();
+        self.remove_later(id);
+        result
+    }
+
+    /// Removes a container in the background (the caller does not wait for Docker).
+    fn remove_later(&self, id: String) {
+        let Some(me) = self.me.upgrade() else { return };
+        self.background.fetch_add(1, Ordering::SeqCst);
+        tokio::spawn(async move {
+            if let Err(e) = me.docker.remove(&id).await {
+                tracing::warn!(container = %id, error = %e, "could not remove a container; will retry");
+                lock(&me.pending_removals).push(id);
+            }
+            me.background.fetch_sub(1, Ordering::SeqCst);
+        });
     }
 
     /// Runs a job with `volume` as its environment volume.
@@ -259,6 +352,8 @@ impl Sandbox {
             host_workdir: &self.settings.host_workdir,
             workdir: &self.settings.workdir,
             install: Some(&self.settings.install),
+            idle_secs: 0,
+            preimport: &[],
             instance: &self.instance,
             now_unix: unix_now(),
         };
@@ -286,6 +381,7 @@ impl Sandbox {
             }
         };
         let mut guard = ContainerGuard {
+            docker: self.docker.clone(),
             id: Some(id.clone()),
         };
         let result = if self.closed.load(Ordering::SeqCst) {
@@ -294,10 +390,7 @@ impl Sandbox {
             self.drive(&id, &job, cancel).await
         };
         guard.disarm();
-        if let Err(e) = self.docker.remove(&id).await {
-            tracing::warn!(container = %id, error = %e, "could not remove a container; will retry");
-            lock(&self.pending_removals).push(id);
-        }
+        self.remove_later(id);
         result.map(Some)
     }
 
@@ -339,19 +432,35 @@ impl Sandbox {
         Ok(id)
     }
 
+    /// Attaches (before start, or early output is lost), starts, and converses.
     async fn drive(
         &self,
         id: &str,
         req: &Job<'_>,
         cancel: &CancellationToken,
     ) -> Result<RunOutcome, SandboxError> {
-        let (mut output, mut input) = self.docker.attach(id).await?;
+        let (output, input) = self.docker.attach(id).await?;
         self.docker.start(id).await?;
+        self.converse(id, output, input, req, cancel).await
+    }
+
+    /// Feeds the program to a started container's runner and collects the outcome: from the
+    /// runner's end markers when it ends by itself, from Docker's state otherwise.
+    async fn converse(
+        &self,
+        id: &str,
+        mut output: docker::OutputStream,
+        mut input: docker::InputSink,
+        req: &Job<'_>,
+        cancel: &CancellationToken,
+    ) -> Result<RunOutcome, SandboxError> {
         let started = Instant::now();
         let deadline = tokio::time::Instant::now() + req.limits.timeout();
+        let marker = format!("mce-exit-{}", uuid::Uuid::new_v4().simple());
 
         // Header line, then the source; closing stdin ends the program's input.
-        let header = serde_json::json!({ "path": req.path, "argv": req.argv }).to_string();
+        let header =
+            serde_json::json!({ "path": req.path, "argv": req.argv, "marker": marker }).to_string();
         let mut payload = Vec::with_capacity(header.len() + 1 + req.code.len());
         payload.extend_from_slice(header.as_bytes());
         payload.push(b'\n');
@@ -364,8 +473,8 @@ impl Sandbox {
         };
 
         let limit = req.limits.output_bytes;
-        let mut stdout = CappedOutput::new(limit);
-        let mut stderr = CappedOutput::new(limit);
+        let mut stdout = MarkedStream::new(limit, &marker);
+        let mut stderr = MarkedStream::new(limit, &marker);
         let (mut timed_out, mut cancelled) = (false, false);
         let mut feed = std::pin::pin!(feed);
         let mut input_done = None;
@@ -373,12 +482,16 @@ impl Sandbox {
             tokio::select! {
                 done = &mut feed, if input_done.is_none() => { input_done = Some(done); }
                 chunk = output.next() => match chunk {
-                    Some(Ok(LogOutput::StdOut { message })) => stdout.push(&message),
+                    Some(Ok(LogOutput::StdOut { message })) => {
+                        stdout.push(&message);
+                        if stdout.status().is_some() && stderr.status().is_some() { break; }
+                    }
                     Some(Ok(LogOutput::StdErr { message })) => {
                         stderr.push(&message);
                         if let Some(last) = req.last_line {
                             note_last_line(last, &message);
                         }
+                        if stdout.status().is_some() && stderr.status().is_some() { break; }
                     }
                     Some(Ok(_)) => {}
                     Some(Err(e)) => {
@@ -394,6 +507,28 @@ impl Sandbox {
         // Both halves of the attach must be gone before kill/wait, or they can hang.
         drop(output);
         drop(input_done);
+        stdout.finish();
+        stderr.finish();
+        let (stdout, stderr) = (stdout.output, {
+            let status = stderr.status();
+            (stderr.output, status)
+        });
+        let (stderr, reported) = stderr;
+        if let Some(status) = reported.filter(|_| !timed_out && !cancelled) {
+            // The program ended by itself and said how: no need to wait for the container.
+            return Ok(RunOutcome {
+                exit_code: Some(status),
+                truncated: stdout.truncated() || stderr.truncated(),
+                stdout_bytes: stdout.total(),
+                stderr_bytes: stderr.total(),
+                stdout: stdout.render(),
+                stderr: stderr.render(),
+                timed_out: false,
+                oom_killed: false,
+                cancelled: false,
+                duration: started.elapsed(),
+            });
+        }
         if timed_out || cancelled {
             self.docker.kill(id).await?;
             match tokio::time::timeout(KILL_WAIT, self.docker.wait(id)).await {
@@ -442,39 +577,71 @@ impl Sandbox {
         self.closed.store(true, Ordering::SeqCst);
     }
 
-    /// Removes every container of this server instance (on shutdown).
+    /// Removes every container of this server instance (on shutdown, after [`Sandbox::close`]):
+    /// sweeps until no pool container is being made and no background removal is under way.
     pub async fn remove_own(&self) -> Result<usize, SandboxError> {
-        let listed = self
-            .docker
-            .list_labelled(LABEL_INSTANCE, &self.instance)
-            .await?;
-        for c in &listed {
-            self.docker.remove(&c.id).await?;
+        let until = Instant::now() + SHUTDOWN_SWEEP;
+        let mut removed = 0;
+        loop {
+            let listed = self
+                .docker
+                .list_labelled(LABEL_INSTANCE, &self.instance)
+                .await?;
+            for c in &listed {
+                self.docker.remove(&c.id).await?;
+            }
+            removed += listed.len();
+            let busy = self.pool_filling() > 0 || self.background.load(Ordering::SeqCst) > 0;
+            if (!busy && listed.is_empty()) || Instant::now() > until {
+                return Ok(removed);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        Ok(listed.len())
     }
 
-    /// Removes leftovers of earlier servers: containers past their deadline (by then they have
-    /// stopped, or their server is gone). Containers of a live server sharing the daemon are
-    /// still within their deadline and are left alone.
+    /// Removes leftovers of servers that are gone: every container of an instance without a
+    /// running sentinel, and anything past its deadline. Containers of a live server sharing
+    /// the daemon are left alone.
     pub async fn remove_leftovers(&self) -> Result<usize, SandboxError> {
         let now = unix_now();
         let listed = self.docker.list_labelled(LABEL_MANAGED, "true").await?;
+        let live: HashSet<String> = listed
+            .iter()
+            .filter(|c| {
+                c.running
+                    && c.labels.get(policy::LABEL_PURPOSE).map(String::as_str)
+                        == Some(policy::SENTINEL)
+            })
+            .filter_map(|c| c.labels.get(LABEL_INSTANCE).cloned())
+            .chain([self.instance.clone()])
+            .collect();
         let mut removed = 0;
         for c in listed {
             if c.labels.get(LABEL_INSTANCE) == Some(&self.instance) {
                 continue;
             }
-            let expired = c
-                .labels
-                .get(LABEL_DEADLINE)
-                .and_then(|d| d.parse::<u64>().ok())
-                .is_none_or(|d| d <= now);
-            if expired {
+            if policy::is_leftover(&c.labels, c.created, &live, now) {
                 self.docker.remove(&c.id).await?;
                 removed += 1;
             }
         }
         Ok(removed)
+    }
+
+    /// Starts this server's sentinel (see [`policy::sentinel_container`]) in the image of `env`.
+    pub async fn start_sentinel(&self, env: &EnvSpec) -> Result<(), SandboxError> {
+        let image = self.settings.images.for_type(env.env_type);
+        let body =
+            policy::sentinel_container(image, &self.instance, self.settings.run_as, unix_now());
+        let name = format!("mce-sentinel-{}", self.instance);
+        let id = match self.docker.create(body, Some(&name)).await? {
+            Created::Id(id) => id,
+            Created::ImageMissing => return Err(self.image_missing(env)),
+            Created::NameTaken => return Ok(()),
+        };
+        let (output, input) = self.docker.attach(&id).await?;
+        self.docker.start(&id).await?;
+        *lock(&self.sentinel) = Some(Attached(output, input));
+        Ok(())
     }
 }

@@ -74,9 +74,127 @@ impl CappedOutput {
     }
 }
 
+/// One stream of a runner that ends with `"\n<marker>:<status>\n"`: passes everything before
+/// the marker to a [`CappedOutput`], recognises the marker even when split across chunks, and
+/// drops whatever follows it (output of leftover background processes).
+#[derive(Debug)]
+pub struct MarkedStream {
+    pub output: CappedOutput,
+    pending: Vec<u8>,
+    marker: Vec<u8>,
+    status: Option<i64>,
+}
+
+/// Longest status text after the marker (":255\n" and some slack).
+const STATUS_SLACK: usize = 8;
+
+impl MarkedStream {
+    /// `marker` is the random token the runner got in its header.
+    pub fn new(limit: usize, marker: &str) -> Self {
+        MarkedStream {
+            output: CappedOutput::new(limit),
+            pending: Vec::new(),
+            marker: format!("\n{marker}:").into_bytes(),
+            status: None,
+        }
+    }
+
+    /// The exit status the runner reported, once its marker has arrived.
+    pub fn status(&self) -> Option<i64> {
+        self.status
+    }
+
+    pub fn push(&mut self, chunk: &[u8]) {
+        if self.status.is_some() {
+            return;
+        }
+        self.pending.extend_from_slice(chunk);
+        if let Some(at) = find(&self.pending, &self.marker) {
+            let rest = &self.pending[at + self.marker.len()..];
+            if let Some(end) = rest.iter().position(|b| *b == b'\n') {
+                let status = std::str::from_utf8(&rest[..end])
+                    .ok()
+                    .and_then(|s| s.parse().ok());
+                if let Some(status) = status {
+                    self.output.push(&self.pending[..at]);
+                    self.status = Some(status);
+                    self.pending = Vec::new();
+                    return;
+                }
+            } else if rest.len() <= STATUS_SLACK {
+                // The status is still on its way: keep everything from the marker on.
+                self.output.push(&self.pending[..at]);
+                self.pending.drain(..at);
+                return;
+            }
+        }
+        // Keep only what could be the start of a marker.
+        let keep = self.marker.len() + STATUS_SLACK;
+        if self.pending.len() > keep {
+            let flush = self.pending.len() - keep;
+            self.output.push(&self.pending[..flush]);
+            self.pending.drain(..flush);
+        }
+    }
+
+    /// The stream ended: what was held back is output after all.
+    pub fn finish(&mut self) {
+        let pending = std::mem::take(&mut self.pending);
+        self.output.push(&pending);
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn marker_is_found_and_stripped() {
+        let mut m = MarkedStream::new(100, "mk");
+        m.push(b"hello\n\nmk:3\n");
+        assert_eq!(m.status(), Some(3));
+        m.finish();
+        assert_eq!(m.output.render(), "hello\n");
+    }
+
+    #[test]
+    fn marker_split_across_chunks_byte_by_byte() {
+        let mut m = MarkedStream::new(1000, "mce-exit-abc");
+        let data =
+            b"line one\nline two\nmce-exit-ab not yet\n\nmce-exit-abc:0\ntrailing daemon output";
+        for b in data {
+            m.push(&[*b]);
+        }
+        assert_eq!(m.status(), Some(0));
+        m.finish();
+        assert_eq!(
+            m.output.render(),
+            "line one\nline two\nmce-exit-ab not yet\n"
+        );
+    }
+
+    #[test]
+    fn no_marker_keeps_everything() {
+        let mut m = MarkedStream::new(1000, "mk");
+        m.push(b"partial output without end\nmk");
+        m.push(b":");
+        assert_eq!(m.status(), None);
+        m.finish();
+        assert_eq!(m.output.render(), "partial output without end\nmk:");
+    }
+
+    #[test]
+    fn a_fake_marker_without_status_is_output() {
+        let mut m = MarkedStream::new(1000, "mk");
+        m.push(b"x\nmk:abcdefghijklmnop\nrest");
+        m.finish();
+        assert_eq!(m.status(), None);
+        assert_eq!(m.output.render(), "x\nmk:abcdefghijklmnop\nrest");
+    }
 
     #[test]
     fn small_output_is_kept_whole() {

@@ -118,6 +118,10 @@ pub struct RunPolicy<'a> {
     pub workdir: &'a str,
     /// For Install: where packages come from.
     pub install: Option<&'a InstallSource>,
+    /// Seconds a pre-started container may wait for its program (0: started for one at once).
+    pub idle_secs: u64,
+    /// Modules a pre-started runner imports while it waits (Run only).
+    pub preimport: &'a [String],
     pub instance: &'a str,
     /// Unix time the container is created.
     pub now_unix: u64,
@@ -126,7 +130,7 @@ pub struct RunPolicy<'a> {
 impl RunPolicy<'_> {
     /// Seconds the container may live at most (enforced inside it by `timeout -s KILL`).
     pub fn lifetime_secs(&self) -> u64 {
-        self.limits.timeout_secs + DEADLINE_GRACE_SECS
+        self.idle_secs + self.limits.timeout_secs + DEADLINE_GRACE_SECS
     }
 }
 
@@ -221,6 +225,80 @@ pub fn lock_container(
     }
 }
 
+/// The sentinel: a tiny container whose stdin is attached to this server for the server's whole
+/// life. When the server dies (even by SIGKILL) the connection drops, stdin closes and the
+/// sentinel exits, so "a running sentinel" means "a live server".
+pub fn sentinel_container(
+    image: &str,
+    instance: &str,
+    run_as: (u32, u32),
+    now_unix: u64,
+) -> ContainerCreateBody {
+    ContainerCreateBody {
+        image: Some(image.to_string()),
+        entrypoint: Some(vec![
+            "python3".to_string(),
+            "-c".to_string(),
+            "import sys; sys.stdin.buffer.read()".to_string(),
+        ]),
+        cmd: Some(vec![]),
+        user: Some(format!("{}:{}", run_as.0, run_as.1)),
+        network_disabled: Some(true),
+        attach_stdin: Some(true),
+        open_stdin: Some(true),
+        stdin_once: Some(true),
+        tty: Some(false),
+        labels: Some(HashMap::from([
+            (LABEL_MANAGED.to_string(), "true".to_string()),
+            (LABEL_INSTANCE.to_string(), instance.to_string()),
+            // Never expires by time: it ends with its server.
+            (
+                LABEL_DEADLINE.to_string(),
+                (now_unix + 10 * 365 * 86400).to_string(),
+            ),
+            (LABEL_PURPOSE.to_string(), SENTINEL.to_string()),
+        ])),
+        host_config: Some(HostConfig {
+            network_mode: Some("none".to_string()),
+            cap_drop: Some(vec!["ALL".to_string()]),
+            security_opt: Some(vec!["no-new-privileges:true".to_string()]),
+            readonly_rootfs: Some(true),
+            memory: Some(32 << 20),
+            memory_swap: Some(32 << 20),
+            pids_limit: Some(4),
+            init: Some(true),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The purpose label of sentinels.
+pub const SENTINEL: &str = "sentinel";
+
+/// Whether a listed container should be removed by a starting server: it is past its deadline,
+/// or it belongs to an instance with no running sentinel and is old enough that its server
+/// cannot still be starting up.
+pub fn is_leftover(
+    labels: &HashMap<String, String>,
+    created_unix: i64,
+    live_instances: &std::collections::HashSet<String>,
+    now_unix: u64,
+) -> bool {
+    let expired = labels
+        .get(LABEL_DEADLINE)
+        .and_then(|d| d.parse::<u64>().ok())
+        .is_none_or(|d| d <= now_unix);
+    let orphan = labels
+        .get(LABEL_INSTANCE)
+        .is_none_or(|i| !live_instances.contains(i))
+        && created_unix + ORPHAN_GRACE_SECS < now_unix as i64;
+    expired || orphan
+}
+
+/// Containers of an instance without a sentinel are left alone this long after creation.
+pub const ORPHAN_GRACE_SECS: i64 = 10;
+
 /// The variables a container sees: an allow-list built here, never the server's own environment.
 pub fn container_env(policy: &RunPolicy) -> Vec<String> {
     let mut vars: Vec<(String, String)> = [
@@ -274,7 +352,7 @@ pub fn container_command(policy: &RunPolicy) -> Vec<String> {
     } else {
         policy.env.interpreter()
     };
-    vec![
+    let mut cmd = vec![
         "timeout".to_string(),
         "-s".to_string(),
         "KILL".to_string(),
@@ -282,7 +360,11 @@ pub fn container_command(policy: &RunPolicy) -> Vec<String> {
         python,
         "-c".to_string(),
         RUNNER.to_string(),
-    ]
+    ];
+    if policy.purpose == Purpose::Run && !policy.preimport.is_empty() {
+        cmd.push(policy.preimport.join(","));
+    }
+    cmd
 }
 
 pub fn container_labels(policy: &RunPolicy) -> HashMap<String, String> {
@@ -457,10 +539,51 @@ mod tests {
             host_workdir: "/host/code",
             workdir: "/data/code",
             install: Some(&source),
+            idle_secs: 0,
+            preimport: &[],
             instance: "inst-1",
             now_unix: 1_000,
         };
         container_body(&policy)
+    }
+
+    #[test]
+    fn pre_started_containers_live_longer_and_preimport() {
+        let limits = limits();
+        let env = venv();
+        let preimport = vec!["numpy".to_string(), "pandas".to_string()];
+        let policy = RunPolicy {
+            purpose: Purpose::Run,
+            image: "i",
+            env: &env,
+            env_volume: "v",
+            limits: &limits,
+            run_as: (1000, 1000),
+            host_workdir: "/h",
+            workdir: "/w",
+            install: None,
+            idle_secs: 600,
+            preimport: &preimport,
+            instance: "x",
+            now_unix: 0,
+        };
+        let b = container_body(&policy);
+        let cmd = b.entrypoint.unwrap();
+        assert_eq!(cmd[3], "635");
+        assert_eq!(cmd.last().map(String::as_str), Some("numpy,pandas"));
+        assert_eq!(
+            b.labels.unwrap().get(LABEL_DEADLINE).map(String::as_str),
+            Some("635")
+        );
+        // Only runs pre-import.
+        let install = container_body(&RunPolicy {
+            purpose: Purpose::Install,
+            ..policy
+        });
+        assert_eq!(
+            install.entrypoint.unwrap().last().map(String::as_str),
+            Some(RUNNER)
+        );
     }
 
     fn body(env: &EnvSpec) -> ContainerCreateBody {
@@ -715,6 +838,34 @@ mod tests {
         assert_eq!(l.get(LABEL_MANAGED).map(String::as_str), Some("true"));
         assert_eq!(seed_lock_name("v"), "v-seeding");
         assert_eq!(ready_marker_name("v"), "v-ready");
+    }
+
+    #[test]
+    fn leftovers() {
+        let live: std::collections::HashSet<String> = ["alive".to_string()].into();
+        let labels = |inst: &str, deadline: u64| {
+            HashMap::from([
+                (LABEL_INSTANCE.to_string(), inst.to_string()),
+                (LABEL_DEADLINE.to_string(), deadline.to_string()),
+            ])
+        };
+        // A live instance's container before its deadline stays.
+        assert!(!is_leftover(&labels("alive", 2000), 900, &live, 1000));
+        // Past its deadline it goes, live or not.
+        assert!(is_leftover(&labels("alive", 999), 900, &live, 1000));
+        // A dead instance's container goes once it is older than the grace period...
+        assert!(is_leftover(&labels("dead", 2000), 900, &live, 1000));
+        // ...but not while its server may still be starting its sentinel.
+        assert!(!is_leftover(&labels("dead", 2000), 990, &live, 1000));
+        // No labels at all: a leftover.
+        assert!(is_leftover(&HashMap::new(), 0, &live, 1000));
+        let s = sentinel_container("img", "i", (1000, 1000), 0);
+        assert_eq!(
+            s.labels.unwrap().get(LABEL_PURPOSE).map(String::as_str),
+            Some(SENTINEL)
+        );
+        assert_eq!(s.stdin_once, Some(true));
+        assert!(s.host_config.unwrap().mounts.is_none());
     }
 
     #[test]

@@ -42,7 +42,7 @@ get_environment_config shows the environment and the limits (time, memory, outpu
 pub struct State {
     pub config: Config,
     pub storage: Storage,
-    pub sandbox: Sandbox,
+    pub sandbox: Arc<Sandbox>,
     envs: Mutex<Environments>,
 }
 
@@ -61,6 +61,9 @@ impl State {
             install: config.install_source.clone(),
             env_limits: config.install_limits.clone(),
             max_concurrent: config.max_concurrent_runs,
+            run_limits: config.limits.clone(),
+            pool_size: config.pool_size,
+            preimport: config.preimport.clone(),
         });
         Ok(State {
             envs: Mutex::new(config.environments.clone()),
@@ -68,6 +71,11 @@ impl State {
             storage,
             sandbox,
         })
+    }
+
+    /// Starts filling the pool for the active environment (in the background).
+    pub fn warm_up(&self) {
+        self.sandbox.warm_up(self.envs().active_spec());
     }
 
     fn envs(&self) -> Environments {
@@ -393,6 +401,8 @@ impl CodeExecutor {
             )
             .await;
         progress.stop().await;
+        // Runs from now on start on interpreters that never saw the old environment.
+        self.state.sandbox.flush_pool();
         let outcome = match outcome {
             Ok(outcome) => outcome,
             Err(e) => {
@@ -547,6 +557,7 @@ impl CodeExecutor {
             envs.select(spec.clone());
             (previous, EnvReport::new(&spec, images))
         };
+        sandbox.warm_up(&spec);
         respond(
             &ConfigureResult {
                 message: Some(if created {

@@ -26,6 +26,8 @@ pub struct Server {
     pub client: RunningService<RoleClient, ()>,
     pub storage: PathBuf,
     pub pid: u32,
+    /// POOL_SIZE of this server (idle pool containers are expected, up to this many).
+    pub pool_size: usize,
     _dir: tempfile::TempDir,
     pub stderr_log: PathBuf,
 }
@@ -82,6 +84,13 @@ impl Server {
             .spawn()
             .context("spawning the server")?;
         let pid = transport.id().ok_or_else(|| anyhow!("no pid"))?;
+        let pool_size = opts
+            .env
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "POOL_SIZE")
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(2);
         let client = ().serve(transport).await.context("MCP handshake")?;
         let storage = if opts.no_storage_dir {
             dir.path().join("home/.local/share/mcp-code-executor/code")
@@ -92,6 +101,7 @@ impl Server {
             client,
             storage,
             pid,
+            pool_size,
             _dir: dir,
             stderr_log,
         })
@@ -133,9 +143,28 @@ impl Server {
         self.call("execute_code", json!({ "code": code })).await
     }
 
-    /// Containers (any state) that mount this server's storage directory.
-    pub fn containers(&self) -> Vec<String> {
-        containers_mounting(&self.storage)
+    /// Containers of this server left behind: waits (up to 5 s) for used containers, removed in
+    /// the background after each call, to go; idle pool containers are expected, up to
+    /// `pool_size` (more of them is a leak, and they are all returned).
+    pub async fn containers(&self) -> Vec<String> {
+        let started = std::time::Instant::now();
+        loop {
+            let (idle, busy) = split_idle(&self.storage);
+            let leak: Vec<String> = if idle.len() > self.pool_size {
+                busy.into_iter().chain(idle).collect()
+            } else {
+                busy
+            };
+            if leak.is_empty() || started.elapsed() > Duration::from_secs(5) {
+                return leak;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Containers of this server running a program now (not idle pool containers).
+    pub fn busy_containers(&self) -> Vec<String> {
+        split_idle(&self.storage).1
     }
 
     pub fn log(&self) -> String {
@@ -179,16 +208,30 @@ pub async fn wait_gone(pid: u32) {
     panic!("server {pid} did not exit");
 }
 
+/// Containers (any state, idle pool ones included) that mount `dir`.
 pub fn containers_mounting(dir: &Path) -> Vec<String> {
+    let (idle, busy) = split_idle(dir);
+    busy.into_iter().chain(idle).collect()
+}
+
+/// (idle pool containers, all others) mounting `dir`, by name.
+fn split_idle(dir: &Path) -> (Vec<String>, Vec<String>) {
     let out = std::process::Command::new("docker")
-        .args(["ps", "-aq", "--filter", "label=mcp-code-executor.managed"])
+        .args([
+            "ps",
+            "-a",
+            "--format",
+            "{{.Names}}",
+            "--filter",
+            "label=mcp-code-executor.managed",
+        ])
         .args(["--filter", &format!("volume={}", dir.display())])
         .output()
         .expect("docker ps");
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(str::to_string)
-        .collect()
+        .partition(|name| name.starts_with("mce-warm-"))
 }
 
 pub fn str_field<'a>(v: &'a Value, key: &str) -> &'a str {
