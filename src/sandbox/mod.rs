@@ -366,6 +366,7 @@ impl Sandbox {
         if self.closed.load(Ordering::SeqCst) {
             return Err(SandboxError::ShuttingDown);
         }
+        let t_create = Instant::now();
         let id = match self.docker.create(body, name).await? {
             Created::Id(id) => {
                 // Docker answers again: clear what it could not do before.
@@ -380,6 +381,11 @@ impl Sandbox {
                 return Err(self.image_missing(job.env));
             }
         };
+        tracing::debug!(
+            phase = "create",
+            ms = t_create.elapsed().as_millis() as u64,
+            purpose = job.purpose.as_str()
+        );
         let mut guard = ContainerGuard {
             docker: self.docker.clone(),
             id: Some(id.clone()),
@@ -439,9 +445,16 @@ impl Sandbox {
         req: &Job<'_>,
         cancel: &CancellationToken,
     ) -> Result<RunOutcome, SandboxError> {
+        let t = Instant::now();
         let (output, input) = self.docker.attach(id).await?;
+        tracing::debug!(phase = "attach", ms = t.elapsed().as_millis() as u64);
+        let t = Instant::now();
         self.docker.start(id).await?;
-        self.converse(id, output, input, req, cancel).await
+        tracing::debug!(phase = "start", ms = t.elapsed().as_millis() as u64);
+        let t = Instant::now();
+        let outcome = self.converse(id, output, input, req, cancel).await;
+        tracing::debug!(phase = "program", ms = t.elapsed().as_millis() as u64);
+        outcome
     }
 
     /// Feeds the program to a started container's runner and collects the outcome: from the
@@ -630,6 +643,17 @@ impl Sandbox {
 
     /// Starts this server's sentinel (see [`policy::sentinel_container`]) in the image of `env`.
     pub async fn start_sentinel(&self, env: &EnvSpec) -> Result<(), SandboxError> {
+        // Shutdown's sweep waits for this, so a sentinel made meanwhile is removed too.
+        self.background.fetch_add(1, Ordering::SeqCst);
+        let result = self.make_sentinel(env).await;
+        self.background.fetch_sub(1, Ordering::SeqCst);
+        result
+    }
+
+    async fn make_sentinel(&self, env: &EnvSpec) -> Result<(), SandboxError> {
+        if self.closed.load(Ordering::SeqCst) {
+            return Ok(());
+        }
         let image = self.settings.images.for_type(env.env_type);
         let body =
             policy::sentinel_container(image, &self.instance, self.settings.run_as, unix_now());

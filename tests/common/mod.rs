@@ -15,7 +15,6 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow};
 use rmcp::model::{CallToolRequestParams, CallToolResult};
 use rmcp::service::RunningService;
-use rmcp::transport::TokioChildProcess;
 use rmcp::{RoleClient, ServiceExt};
 use serde_json::{Value, json};
 use tokio::process::Command;
@@ -24,6 +23,7 @@ pub const CONDA_STANDIN_IMAGE: &str = "mcp-code-executor/conda-standin";
 
 pub struct Server {
     pub client: RunningService<RoleClient, ()>,
+    child: tokio::process::Child,
     pub storage: PathBuf,
     pub pid: u32,
     /// POOL_SIZE of this server (idle pool containers are expected, up to this many).
@@ -79,11 +79,18 @@ impl Server {
             cmd.env(k, v);
         }
         let log = std::fs::File::create(&stderr_log)?;
-        let (transport, _) = TokioChildProcess::builder(cmd)
+        // The test owns the process: stop() closes its stdin and lets it exit by itself, as a
+        // client disconnecting does (rmcp's child transport would SIGKILL it on drop).
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
+            .kill_on_drop(true)
             .spawn()
             .context("spawning the server")?;
-        let pid = transport.id().ok_or_else(|| anyhow!("no pid"))?;
+        let pid = child.id().ok_or_else(|| anyhow!("no pid"))?;
+        let stdin = child.stdin.take().ok_or_else(|| anyhow!("no stdin"))?;
+        let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
         let pool_size = opts
             .env
             .iter()
@@ -91,7 +98,7 @@ impl Server {
             .find(|(k, _)| k == "POOL_SIZE")
             .and_then(|(_, v)| v.parse().ok())
             .unwrap_or(2);
-        let client = ().serve(transport).await.context("MCP handshake")?;
+        let client = ().serve((stdout, stdin)).await.context("MCP handshake")?;
         let storage = if opts.no_storage_dir {
             dir.path().join("home/.local/share/mcp-code-executor/code")
         } else {
@@ -99,6 +106,7 @@ impl Server {
         };
         Ok(Server {
             client,
+            child,
             storage,
             pid,
             pool_size,
@@ -171,12 +179,15 @@ impl Server {
         std::fs::read_to_string(&self.stderr_log).unwrap_or_default()
     }
 
-    /// Closes stdin and waits for the server to exit.
-    pub async fn stop(self) -> Result<StoppedServer> {
+    /// Closes stdin and waits (up to 30 s) for the server to clean up and exit by itself.
+    pub async fn stop(mut self) -> Result<StoppedServer> {
         let storage = self.storage.clone();
         let log = self.stderr_log.clone();
         self.client.cancel().await?;
-        wait_gone(self.pid).await;
+        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .context("the server did not exit after stdin closed")??;
+        anyhow::ensure!(status.success(), "the server exited with {status}");
         Ok(StoppedServer {
             storage,
             log,
