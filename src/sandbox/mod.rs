@@ -49,7 +49,7 @@ pub struct Job<'a> {
     /// `sys.argv[1:]`: how data reaches helper programs (never spliced into code).
     pub argv: &'a [String],
     pub limits: &'a Limits,
-    /// Updated with the last line the program printed on stderr (for progress reports).
+    /// Updated with the last line the program printed (for progress reports).
     pub last_line: Option<&'a Mutex<String>>,
 }
 
@@ -497,6 +497,9 @@ impl Sandbox {
                 chunk = output.next() => match chunk {
                     Some(Ok(LogOutput::StdOut { message })) => {
                         stdout.push(&message);
+                        if let Some(last) = req.last_line {
+                            note_last_line(last, &message);
+                        }
                         if stdout.status().is_some() && stderr.status().is_some() { break; }
                     }
                     Some(Ok(LogOutput::StdErr { message })) => {

@@ -153,7 +153,11 @@ impl CodeExecutor {
         let env = state.envs().active_spec().clone();
         let path = state.storage.path_of(&name).to_string_lossy().into_owned();
         let limits = &state.config.limits.with_call_timeout(timeout);
-        let job = Job::run(&env, &path, code, limits);
+        let progress = Progress::start(ctx, format!("running {name}"), None);
+        let job = Job {
+            last_line: Some(progress.last_line()),
+            ..Job::run(&env, &path, code, limits)
+        };
         let mut result = RunResult {
             file_path: Some(path.clone()),
             generated_filename: Some(name),
@@ -161,7 +165,10 @@ impl CodeExecutor {
             timeout_secs: Some(limits.timeout_secs),
             ..Default::default()
         };
-        match state.sandbox.execute(job, &ctx.ct).await {
+        let outcome = state.sandbox.execute(job, &ctx.ct).await;
+        // No progress notification after the result.
+        progress.stop().await;
+        match outcome {
             Ok(o) => {
                 let error = run_failure(&o, limits);
                 let mut output = o.stdout.clone();
