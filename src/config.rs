@@ -24,6 +24,8 @@ pub const DEFAULT_MAX_CODE_SIZE: usize = 2 * 1024 * 1024;
 pub const DEFAULT_MAX_FILE_SIZE: &str = "256m";
 pub const DEFAULT_MAX_CONCURRENT_RUNS: usize = 4;
 pub const DEFAULT_POOL_SIZE: usize = 2;
+pub const DEFAULT_MAX_IMAGES: usize = 4;
+pub const DEFAULT_MAX_IMAGE_SIZE: &str = "2m";
 pub const DEFAULT_PREIMPORT: &str = "numpy,pandas";
 /// Open files per process inside a container.
 pub const OPEN_FILES_LIMIT: i64 = 1024;
@@ -106,6 +108,14 @@ pub struct Cli {
     /// Largest file a program may write (each file; writes beyond fail with "File too large")
     #[arg(long, env = "MAX_FILE_SIZE", default_value = DEFAULT_MAX_FILE_SIZE)]
     pub max_file_size: String,
+
+    /// PNG images a run returns at most (figures shown or saved in the storage directory)
+    #[arg(long, env = "MAX_IMAGES", default_value_t = DEFAULT_MAX_IMAGES)]
+    pub max_images: usize,
+
+    /// Largest PNG returned as an image
+    #[arg(long, env = "MAX_IMAGE_SIZE", default_value = DEFAULT_MAX_IMAGE_SIZE)]
+    pub max_image_size: String,
 
     /// Pre-started containers kept ready for the active environment (0 disables the pool)
     #[arg(long, env = "POOL_SIZE", default_value_t = DEFAULT_POOL_SIZE)]
@@ -270,6 +280,9 @@ pub struct Config {
     pub max_concurrent_runs: usize,
     /// Pre-started containers.
     pub pool_size: usize,
+    /// Images a run returns at most, and their largest size in bytes.
+    pub max_images: usize,
+    pub max_image_bytes: u64,
     /// Modules pre-started containers import.
     pub preimport: Vec<String>,
     /// uid and gid that code runs as.
@@ -364,6 +377,8 @@ impl Config {
                 return Err(invalid("POOL_SIZE", cli.pool_size, "at most 16"));
             },
             preimport: module_list(&cli.preimport)?,
+            max_images: cli.max_images,
+            max_image_bytes: parse_size("MAX_IMAGE_SIZE", &cli.max_image_size, 1024)? as u64,
             run_as,
             log_level: cli.log_level,
             command: cli.command,

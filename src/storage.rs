@@ -7,11 +7,13 @@
 //! (checked on the open descriptor). New files appear atomically: written under a temporary name,
 //! then linked into place without replacing anything.
 
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind, Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, fchown};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::time::SystemTime;
 
 use crate::error::StorageError;
 
@@ -26,6 +28,39 @@ pub struct StoredFile {
     pub name: String,
     /// The absolute path, as this server sees it.
     pub path: PathBuf,
+}
+
+/// Size and modification time of a file, to tell which files a run created or changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileStat {
+    pub size: u64,
+    pub modified: Option<SystemTime>,
+}
+
+/// A file a run created or changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Changed {
+    pub name: String,
+    pub size: u64,
+    pub created: bool,
+}
+
+/// Files in `after` that are new or differ from `before` (sorted by name).
+pub fn changed_files(
+    before: &HashMap<String, FileStat>,
+    after: &HashMap<String, FileStat>,
+) -> Vec<Changed> {
+    let mut changed: Vec<Changed> = after
+        .iter()
+        .filter(|(name, stat)| before.get(*name) != Some(stat))
+        .map(|(name, stat)| Changed {
+            name: name.clone(),
+            size: stat.size,
+            created: !before.contains_key(name),
+        })
+        .collect();
+    changed.sort_by(|a, b| a.name.cmp(&b.name));
+    changed
 }
 
 /// Confined file operations on the storage directory.
@@ -163,6 +198,48 @@ impl Storage {
             Ok(s) => s,
             Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
         })
+    }
+
+    /// The regular files directly in the storage directory (links and folders are left out).
+    pub fn snapshot(&self) -> HashMap<String, FileStat> {
+        let Ok(entries) = std::fs::read_dir(&self.root) else {
+            return HashMap::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|e| {
+                let meta = e.metadata().ok()?; // does not follow links
+                let name = e.file_name().into_string().ok()?;
+                (meta.is_file() && !name.starts_with('.')).then(|| {
+                    (
+                        name,
+                        FileStat {
+                            size: meta.len(),
+                            modified: meta.modified().ok(),
+                        },
+                    )
+                })
+            })
+            .collect()
+    }
+
+    /// Reads a whole regular file of at most `limit` bytes.
+    pub fn read_bytes(&self, name: &str, limit: u64) -> Result<Vec<u8>, StorageError> {
+        let mut file = self.open_regular(name, OpenOptions::new().read(true))?;
+        let mut bytes = Vec::new();
+        Read::by_ref(&mut file)
+            .take(limit + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|source| self.io_err("cannot read", name, source))?;
+        if bytes.len() as u64 > limit {
+            return Err(StorageError::TooLarge {
+                name: name.to_string(),
+                size: bytes.len() as u64,
+                limit,
+                what: "images",
+            });
+        }
+        Ok(bytes)
     }
 
     /// Appends `content` to an existing file; concurrent appends never interleave.
@@ -369,6 +446,47 @@ mod tests {
             s.read("missing.py"),
             Err(StorageError::NotFound { .. })
         ));
+    }
+
+    #[test]
+    fn changed_files_are_new_or_different() {
+        let stat = |size| FileStat {
+            size,
+            modified: None,
+        };
+        let before = HashMap::from([("a".to_string(), stat(1)), ("b".to_string(), stat(2))]);
+        let after = HashMap::from([
+            ("a".to_string(), stat(1)),
+            ("b".to_string(), stat(3)),
+            ("c".to_string(), stat(4)),
+        ]);
+        let changed = changed_files(&before, &after);
+        assert_eq!(
+            changed,
+            [
+                Changed {
+                    name: "b".into(),
+                    size: 3,
+                    created: false
+                },
+                Changed {
+                    name: "c".into(),
+                    size: 4,
+                    created: true
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn snapshot_lists_regular_files_only() {
+        let (_t, s) = storage();
+        s.create(Some("x"), "1").unwrap();
+        std::fs::create_dir(s.root().join("dir")).unwrap();
+        std::os::unix::fs::symlink("/etc/hostname", s.root().join("link")).unwrap();
+        let snap = s.snapshot();
+        assert_eq!(snap.len(), 1);
+        assert!(snap.keys().all(|k| k.starts_with("x_")));
     }
 
     #[test]

@@ -145,6 +145,24 @@ pub struct RunResult {
     /// The time limit this run had, seconds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timeout_secs: Option<u64>,
+    /// Files the run created or changed in the storage directory.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub files: Option<Vec<FileInfo>>,
+    /// PNG files returned as image content, in order (figures shown or saved).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub images: Option<Vec<String>>,
+}
+
+/// A file a run created or changed.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct FileInfo {
+    /// Bare name in the storage directory.
+    pub name: String,
+    /// Absolute path.
+    pub path: String,
+    pub size: u64,
+    /// New (true) or changed (false).
+    pub created: bool,
 }
 
 /// Result of `initialize_code_file`, `append_to_code_file` and `read_code_file`.

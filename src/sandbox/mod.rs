@@ -199,12 +199,25 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// Keeps the last non-empty line of `chunk` (progress reports show it).
-fn note_last_line(last: &Mutex<String>, chunk: &[u8]) {
-    let text = String::from_utf8_lossy(chunk);
-    if let Some(line) = text.lines().rev().map(str::trim).find(|l| !l.is_empty()) {
+/// Keeps the last complete non-empty line of a stream (progress reports show it); `partial`
+/// holds the stream's unfinished line between chunks.
+fn note_last_line(last: &Mutex<String>, partial: &mut String, chunk: &[u8]) {
+    partial.push_str(&String::from_utf8_lossy(chunk));
+    let Some(end) = partial.rfind('\n') else {
+        if partial.len() > 4096 {
+            partial.clear();
+        }
+        return;
+    };
+    if let Some(line) = partial[..end]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+    {
         *lock(last) = line.chars().take(200).collect();
     }
+    partial.drain(..=end);
 }
 
 fn unix_now() -> u64 {
@@ -472,8 +485,13 @@ impl Sandbox {
         let marker = format!("mce-exit-{}", uuid::Uuid::new_v4().simple());
 
         // Header line, then the source; closing stdin ends the program's input.
-        let header =
-            serde_json::json!({ "path": req.path, "argv": req.argv, "marker": marker }).to_string();
+        let header = serde_json::json!({
+            "path": req.path,
+            "argv": req.argv,
+            "marker": marker,
+            "plots": req.purpose == Purpose::Run,
+        })
+        .to_string();
         let mut payload = Vec::with_capacity(header.len() + 1 + req.code.len());
         payload.extend_from_slice(header.as_bytes());
         payload.push(b'\n');
@@ -491,6 +509,7 @@ impl Sandbox {
         let (mut timed_out, mut cancelled) = (false, false);
         let mut feed = std::pin::pin!(feed);
         let mut input_done = None;
+        let (mut out_line, mut err_line) = (String::new(), String::new());
         loop {
             tokio::select! {
                 done = &mut feed, if input_done.is_none() => { input_done = Some(done); }
@@ -498,14 +517,14 @@ impl Sandbox {
                     Some(Ok(LogOutput::StdOut { message })) => {
                         stdout.push(&message);
                         if let Some(last) = req.last_line {
-                            note_last_line(last, &message);
+                            note_last_line(last, &mut out_line, &message);
                         }
                         if stdout.status().is_some() && stderr.status().is_some() { break; }
                     }
                     Some(Ok(LogOutput::StdErr { message })) => {
                         stderr.push(&message);
                         if let Some(last) = req.last_line {
-                            note_last_line(last, &message);
+                            note_last_line(last, &mut err_line, &message);
                         }
                         if stdout.status().is_some() && stderr.status().is_some() { break; }
                     }
@@ -670,5 +689,22 @@ impl Sandbox {
         self.docker.start(&id).await?;
         *lock(&self.sentinel) = Some(Attached(output, input));
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn last_line_is_the_last_complete_one() {
+        let last = Mutex::new(String::new());
+        let mut partial = String::new();
+        for piece in ["step", " ", "1", "\n", "step", " 2"] {
+            note_last_line(&last, &mut partial, piece.as_bytes());
+        }
+        assert_eq!(*lock(&last), "step 1");
+        note_last_line(&last, &mut partial, b"\n\n");
+        assert_eq!(*lock(&last), "step 2");
     }
 }

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use rmcp::handler::server::common::schema_for_output;
 use rmcp::handler::server::router::tool::ToolRouter;
-use rmcp::model::{CallToolResult, Implementation, ServerCapabilities, ServerConfig};
+use rmcp::model::{CallToolResult, ContentBlock, Implementation, ServerCapabilities, ServerConfig};
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler, tool, tool_handler, tool_router};
 use serde::Serialize;
@@ -24,8 +24,8 @@ use crate::sandbox::{Job, RunOutcome, Sandbox, SandboxSettings};
 use crate::storage::Storage;
 use crate::tools::{
     AppendToCodeFileArgs, CheckResult, ConfigReport, ConfigResult, ConfigureEnvironmentArgs,
-    ConfigureResult, EnvReport, ExecuteCodeArgs, ExecuteCodeFileArgs, FilePathArgs, FileResult,
-    InitializeCodeFileArgs, InstallResult, PackagesArgs, RunResult, Status,
+    ConfigureResult, EnvReport, ExecuteCodeArgs, ExecuteCodeFileArgs, FileInfo, FilePathArgs,
+    FileResult, InitializeCodeFileArgs, InstallResult, PackagesArgs, RunResult, Status,
 };
 use params::Parameters;
 use progress::Progress;
@@ -153,6 +153,7 @@ impl CodeExecutor {
         let env = state.envs().active_spec().clone();
         let path = state.storage.path_of(&name).to_string_lossy().into_owned();
         let limits = &state.config.limits.with_call_timeout(timeout);
+        let before = state.storage.snapshot();
         let progress = Progress::start(ctx, format!("running {name}"), None);
         let job = Job {
             last_line: Some(progress.last_line()),
@@ -193,8 +194,32 @@ impl CodeExecutor {
                 result.oom_killed = Some(o.oom_killed);
                 result.truncated = Some(o.truncated);
                 result.cancelled = Some(o.cancelled);
+                let changed = crate::storage::changed_files(&before, &state.storage.snapshot());
+                let images = self.images_of(&changed);
+                result.files = Some(
+                    changed
+                        .iter()
+                        .map(|c| FileInfo {
+                            name: c.name.clone(),
+                            path: state
+                                .storage
+                                .path_of(&c.name)
+                                .to_string_lossy()
+                                .into_owned(),
+                            size: c.size,
+                            created: c.created,
+                        })
+                        .collect(),
+                );
+                result.images = Some(images.iter().map(|(name, _)| name.clone()).collect());
                 let failed = result.status == Status::Error;
-                respond(&result, failed)
+                let mut response = respond(&result, failed)?;
+                response.content.extend(
+                    images
+                        .into_iter()
+                        .map(|(_, png)| ContentBlock::image(png, "image/png")),
+                );
+                Ok(response)
             }
             Err(e) => {
                 result.status = Status::Error;
@@ -202,6 +227,32 @@ impl CodeExecutor {
                 respond(&result, true)
             }
         }
+    }
+
+    /// The PNG files among `changed`, base64-encoded, within the count and size caps.
+    fn images_of(&self, changed: &[crate::storage::Changed]) -> Vec<(String, String)> {
+        use base64::Engine;
+        let config = &self.state.config;
+        changed
+            .iter()
+            .filter(|c| {
+                c.name.to_ascii_lowercase().ends_with(".png") && c.size <= config.max_image_bytes
+            })
+            .filter_map(|c| {
+                let bytes = self
+                    .state
+                    .storage
+                    .read_bytes(&c.name, config.max_image_bytes)
+                    .ok()?;
+                bytes.starts_with(b"\x89PNG\r\n\x1a\n").then(|| {
+                    (
+                        c.name.clone(),
+                        base64::engine::general_purpose::STANDARD.encode(bytes),
+                    )
+                })
+            })
+            .take(config.max_images)
+            .collect()
     }
 
     fn file_error(e: impl Into<Error>) -> Result<CallToolResult, ErrorData> {
