@@ -70,7 +70,10 @@ async fn switching_environments_changes_the_interpreter() -> anyhow::Result<()> 
         .await?;
     assert!(!is_error, "{r}");
     // The capturing backend (Agg rendering, figures returned as images; no display needed).
-    assert_eq!(str_field(&r, "stdout").trim(), "module://mcp_code_executor_backend");
+    assert_eq!(
+        str_field(&r, "stdout").trim(),
+        "module://mcp_code_executor_backend"
+    );
     s.stop().await?;
     Ok(())
 }
