@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the images mcp-code-executor runs code in.
 #
-#   scripts/build-images.sh [venv] [uv] [conda] [conda-standin]   (default: all of them)
+#   scripts/build-images.sh [venv] [uv] [conda] [conda-standin] [server]   (default: all)
 #
 # Where a registry is reachable the images are built on public bases (python:3.12-slim and a
 # conda-forge base). Where none is (the offline build machines, DESIGN §6), a minimal Debian is
@@ -15,6 +15,8 @@
 #   BASE_IMAGE      base for venv/uv/conda-standin; skips the pull/debootstrap choice
 #   PUBLIC_BASE     public base tried first            (default python:3.12-slim)
 #   CONDA_BASE      base of the real conda image       (default condaforge/miniforge3:latest)
+#   RUST_IMAGE      builder of the server image        (default rust:1-bookworm; offline: the
+#                   binary is built here with cargo and copied onto the local base)
 #   PACKAGES        packages baked into every image   (default "numpy pandas matplotlib")
 #   CA_BUNDLE       CA bundle trusted while downloading (default /etc/ssl/certs/ca-certificates.crt
 #                   when present; set it empty to use the tools' own bundles)
@@ -118,8 +120,39 @@ build() {
   log "built $tag"
 }
 
+# The server image: from source where a Rust image can be pulled, else from a binary built here.
+build_server() {
+  local rust=${RUST_IMAGE:-rust:1-bookworm}
+  if try_pull "$rust"; then
+    log "building mcp-code-executor/server from source with $rust"
+    docker build -q -t mcp-code-executor/server -f "$ROOT/images/server/Dockerfile" \
+      --build-arg "RUST_IMAGE=$rust" "$ROOT" >/dev/null || die "building mcp-code-executor/server failed"
+    return 0
+  fi
+  local base ctx hash current
+  base=${BASE_IMAGE:-}
+  [ -n "$base" ] || { build_local_base; base=$LOCAL_BASE; }
+  log "no Rust image reachable: building the server binary here (cargo build --release)"
+  (cd "$ROOT" && cargo build --release --locked --quiet) || die "cargo build failed"
+  ctx=$(mktemp -d)
+  cp "$ROOT/images/server/Dockerfile.prebuilt" "$ctx/Dockerfile"
+  cp "$ROOT/target/release/mcp-code-executor" "$ctx/"
+  strip "$ctx/mcp-code-executor" 2>/dev/null || true
+  hash=$( { (cd "$ctx" && find . -type f | LC_ALL=C sort | xargs cat); docker image inspect -f '{{.Id}}' "$base"; } |
+    sha256sum | cut -c1-16)
+  current=$(docker image inspect -f '{{index .Config.Labels "mcp-code-executor.build-hash"}}' mcp-code-executor/server 2>/dev/null || true)
+  if [ "$current" = "$hash" ] && [ "$FORCE" != 1 ]; then
+    log "mcp-code-executor/server is up to date"
+  else
+    docker build -q -t mcp-code-executor/server --build-arg "BASE_IMAGE=$base" \
+      --label "mcp-code-executor.build-hash=$hash" "$ctx" >/dev/null || { rm -rf "$ctx"; die "building mcp-code-executor/server failed"; }
+    log "built mcp-code-executor/server from the local binary on $base"
+  fi
+  rm -rf "$ctx"
+}
+
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(venv uv conda conda-standin)
+[ ${#targets[@]} -gt 0 ] || targets=(venv uv conda conda-standin server)
 
 base=""
 for t in "${targets[@]}"; do
@@ -136,6 +169,7 @@ for t in "${targets[@]}"; do
         log "  the tests use the stand-in mcp-code-executor/conda-standin instead"
       fi
       ;;
-    *) die "unknown image '$t' (known: venv uv conda conda-standin)" ;;
+    server) build_server ;;
+    *) die "unknown image '$t' (known: venv uv conda conda-standin server)" ;;
   esac
 done

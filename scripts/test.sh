@@ -4,7 +4,7 @@
 # stdio, real Docker).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-scripts/build-images.sh venv uv conda-standin
+scripts/build-images.sh venv uv conda-standin server
 cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings
 cargo test --locked

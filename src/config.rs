@@ -266,6 +266,9 @@ pub struct Config {
     pub storage_dir: PathBuf,
     /// The same directory as the Docker daemon sees it (for bind mounts).
     pub host_storage_dir: PathBuf,
+    /// Whether `host_storage_dir` was given (otherwise it is discovered when the server runs in
+    /// a container).
+    pub host_storage_given: bool,
     /// Whether `storage_dir` was defaulted (logged on start).
     pub storage_defaulted: bool,
     /// The environments at start, and which one is active.
@@ -300,6 +303,7 @@ impl Config {
             None => (default_storage_dir(), true),
         };
         let storage_dir = prepare_storage_dir(&storage_dir)?;
+        let host_storage_given = cli.host_storage_dir.is_some();
         let host_storage_dir = match cli.host_storage_dir {
             Some(p) if p.is_absolute() => p,
             Some(p) => {
@@ -354,7 +358,7 @@ impl Config {
         };
         let run_as = match cli.run_as {
             Some(s) => parse_user(&s)?,
-            None => default_run_as(),
+            None => default_run_as(&storage_dir),
         };
         let images = Images {
             venv: image_ref("VENV_IMAGE", cli.venv_image)?,
@@ -364,6 +368,7 @@ impl Config {
         Ok(Config {
             storage_dir,
             host_storage_dir,
+            host_storage_given,
             storage_defaulted,
             environments,
             images,
@@ -472,11 +477,18 @@ fn prepare_storage_dir(dir: &Path) -> Result<PathBuf, ConfigError> {
     Ok(canonical)
 }
 
-fn default_run_as() -> (u32, u32) {
+/// The server's own user; when that is root (CI, or the server in a container), the owner of the
+/// storage directory if that is not root (files then land owned by the folder's owner), else
+/// [`FALLBACK_RUN_USER`].
+fn default_run_as(storage_dir: &Path) -> (u32, u32) {
+    use std::os::unix::fs::MetadataExt;
     // SAFETY: getuid/getgid cannot fail.
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
     if uid == 0 {
-        FALLBACK_RUN_USER
+        match std::fs::metadata(storage_dir) {
+            Ok(meta) if meta.uid() != 0 => (meta.uid(), meta.gid()),
+            _ => FALLBACK_RUN_USER,
+        }
     } else {
         (uid, gid)
     }

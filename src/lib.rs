@@ -86,8 +86,43 @@ async fn reset_envs(
     Ok(())
 }
 
+/// When the server runs in a container, the storage directory's host path (what sibling
+/// containers must bind-mount) is found from the server's own mounts; HOST_STORAGE_DIR
+/// overrides.
+async fn discover_host_storage(mut config: Config) -> Config {
+    if config.host_storage_given {
+        return config;
+    }
+    let Some(id) = sandbox::own_container_id() else {
+        return config;
+    };
+    match sandbox::docker::DockerApi::new().mounts_of(&id).await {
+        Ok(mounts) => match sandbox::host_path_for(&mounts, &config.storage_dir) {
+            Some(host) => {
+                tracing::info!(
+                    "running in container {}: the storage directory is {} on the host",
+                    &id[..id.len().min(12)],
+                    host.display()
+                );
+                config.host_storage_dir = host;
+            }
+            None => tracing::warn!(
+                "running in a container, but {} is not a mount: files runs write stay in the \
+                 server's container; mount a host folder there (-v HOST_DIR:{})",
+                config.storage_dir.display(),
+                config.storage_dir.display()
+            ),
+        },
+        Err(e) => {
+            tracing::warn!("cannot inspect this server's own container ({e}); set HOST_STORAGE_DIR")
+        }
+    }
+    config
+}
+
 /// Serves MCP over stdio until stdin closes, SIGTERM or SIGINT; leaves no container behind.
 pub async fn serve(config: Config) -> Result<(), Error> {
+    let config = discover_host_storage(config).await;
     if config.storage_defaulted {
         tracing::warn!(
             "CODE_STORAGE_DIR is not set: code and the files it writes go to {}",

@@ -78,16 +78,26 @@ impl Storage {
     /// `root` must be absolute and canonical (see `Config`). When the server runs as root, code
     /// runs as `run_as`: the directory and new files are handed to that user so runs can write.
     pub fn new(root: PathBuf, max_bytes: usize, run_as: (u32, u32)) -> Result<Self, StorageError> {
+        use std::os::unix::fs::MetadataExt;
         // SAFETY: geteuid cannot fail.
         let owner = (unsafe { libc::geteuid() } == 0).then_some(run_as);
-        if let Some((uid, gid)) = owner {
-            std::os::unix::fs::chown(&root, Some(uid), Some(gid)).map_err(|source| {
-                StorageError::Io {
-                    what: "cannot hand the storage directory to the run user",
-                    path: root.clone(),
-                    source,
-                }
+        let current = std::fs::metadata(&root)
+            .map(|m| (m.uid(), m.gid()))
+            .map_err(|source| StorageError::Io {
+                what: "cannot inspect the storage directory",
+                path: root.clone(),
+                source,
             })?;
+        if let Some((uid, gid)) = owner.filter(|o| *o != current) {
+            // Without CAP_CHOWN (the server locked down in a container) this fails: runs can
+            // then not write there, which the warning says how to fix.
+            if let Err(e) = std::os::unix::fs::chown(&root, Some(uid), Some(gid)) {
+                tracing::warn!(
+                    "cannot hand {} to uid {uid} (code runs as that user and may not write there): \
+                     {e}; chown the folder or set RUN_AS_USER to its owner",
+                    root.display()
+                );
+            }
         }
         Ok(Storage {
             root,

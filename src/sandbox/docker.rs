@@ -196,6 +196,20 @@ impl DockerApi {
         }
     }
 
+    /// The (source, destination) of each mount of a container.
+    pub async fn mounts_of(&self, id: &str) -> Result<Vec<(String, String)>, SandboxError> {
+        let client = self.client().await?;
+        match client.inspect_container(id, None).await {
+            Ok(info) => Ok(info
+                .mounts
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|m| Some((m.source?, m.destination?)))
+                .collect()),
+            Err(e) => Err(self.note(map_err("inspect a container", Some(id), e)).await),
+        }
+    }
+
     /// Whether a volume exists.
     pub async fn volume_exists(&self, name: &str) -> Result<bool, SandboxError> {
         let client = self.client().await?;

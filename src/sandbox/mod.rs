@@ -195,6 +195,37 @@ impl Drop for ContainerGuard {
     }
 }
 
+/// The host path behind `path` inside a container with `mounts` (source, destination): the
+/// mount with the longest destination containing `path`.
+pub fn host_path_for(
+    mounts: &[(String, String)],
+    path: &std::path::Path,
+) -> Option<std::path::PathBuf> {
+    mounts
+        .iter()
+        .filter_map(|(source, dest)| {
+            let rest = path.strip_prefix(dest).ok()?;
+            Some((dest.len(), std::path::Path::new(source).join(rest)))
+        })
+        .max_by_key(|(len, _)| *len)
+        .map(|(_, host)| host)
+}
+
+/// The id of the container this process runs in, if any (from its mount table, which names
+/// the container's own directory, or its hostname).
+pub fn own_container_id() -> Option<String> {
+    if !std::path::Path::new("/.dockerenv").exists() {
+        return None;
+    }
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let from_mounts = mountinfo.split_whitespace().find_map(|field| {
+        let rest = field.split("/containers/").nth(1)?;
+        let id = rest.split('/').next()?;
+        (id.len() == 64 && id.chars().all(|c| c.is_ascii_hexdigit())).then(|| id.to_string())
+    });
+    from_mounts.or_else(|| std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()))
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
@@ -695,6 +726,27 @@ impl Sandbox {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_paths_through_mounts() {
+        let mounts = vec![
+            (
+                "/var/run/docker.sock".to_string(),
+                "/var/run/docker.sock".to_string(),
+            ),
+            ("/home/me/code".to_string(), "/data".to_string()),
+            (
+                "/home/me/code/sub-mount".to_string(),
+                "/data/sub".to_string(),
+            ),
+        ];
+        let p = |s: &str| host_path_for(&mounts, std::path::Path::new(s));
+        assert_eq!(p("/data"), Some("/home/me/code".into()));
+        assert_eq!(p("/data/x/y"), Some("/home/me/code/x/y".into()));
+        assert_eq!(p("/data/sub/z"), Some("/home/me/code/sub-mount/z".into()));
+        assert_eq!(p("/database"), None);
+        assert_eq!(p("/elsewhere"), None);
+    }
 
     #[test]
     fn last_line_is_the_last_complete_one() {
