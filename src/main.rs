@@ -6,15 +6,20 @@ use std::time::Duration;
 
 use clap::Parser;
 use mcp_code_executor::config::{Cli, Config};
+use mcp_code_executor::server::logging::McpLogLayer;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::prelude::*;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = EnvFilter::try_new(&cli.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let stderr = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(false)
-        .with_env_filter(filter)
+        .with_filter(filter);
+    tracing_subscriber::registry()
+        .with(stderr)
+        .with(McpLogLayer.with_filter(tracing_subscriber::filter::LevelFilter::DEBUG))
         .init();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,

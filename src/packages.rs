@@ -43,8 +43,8 @@ fn refuse(entry: &str, reason: impl Into<String>) -> PackageError {
     }
 }
 
-/// Checks the list and every entry; the whole call is refused at the first bad entry.
-pub fn validate_requirements(entries: &[String]) -> Result<Vec<ValidRequirement>, PackageError> {
+/// A list must name at least one and at most [`MAX_PACKAGES`] entries.
+fn check_count(entries: &[String]) -> Result<(), PackageError> {
     if entries.is_empty() {
         return Err(PackageError::Empty);
     }
@@ -54,6 +54,12 @@ pub fn validate_requirements(entries: &[String]) -> Result<Vec<ValidRequirement>
             max: MAX_PACKAGES,
         });
     }
+    Ok(())
+}
+
+/// Checks the list and every entry; the whole call is refused at the first bad entry.
+pub fn validate_requirements(entries: &[String]) -> Result<Vec<ValidRequirement>, PackageError> {
+    check_count(entries)?;
     entries.iter().map(|e| validate_requirement(e)).collect()
 }
 
@@ -165,15 +171,7 @@ fn conda_spec(
 /// Names for `check_installed_packages`: distribution names (`python-dateutil`) or import names
 /// (`dateutil`, `sklearn`, `yaml.loader`).
 pub fn validate_lookup_names(entries: &[String]) -> Result<Vec<String>, PackageError> {
-    if entries.is_empty() {
-        return Err(PackageError::Empty);
-    }
-    if entries.len() > MAX_PACKAGES {
-        return Err(PackageError::TooMany {
-            count: entries.len(),
-            max: MAX_PACKAGES,
-        });
-    }
+    check_count(entries)?;
     entries
         .iter()
         .map(|entry| {

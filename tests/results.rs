@@ -189,10 +189,11 @@ async fn every_result_validates_against_its_output_schema() -> anyhow::Result<()
     Ok(())
 }
 
-/// A client that records progress notifications.
+/// A client that records progress and log notifications.
 #[derive(Clone, Default)]
 struct Recorder {
     progress: Arc<Mutex<Vec<ProgressNotificationParam>>>,
+    logs: Arc<Mutex<Vec<Value>>>,
 }
 
 impl ClientHandler for Recorder {
@@ -203,6 +204,61 @@ impl ClientHandler for Recorder {
     ) {
         self.progress.lock().unwrap().push(params);
     }
+
+    #[allow(deprecated)] // MCP logging (SEP-2577 deprecates it; older clients use it)
+    async fn on_logging_message(
+        &self,
+        params: rmcp::model::LoggingMessageNotificationParam,
+        _: NotificationContext<RoleClient>,
+    ) {
+        self.logs
+            .lock()
+            .unwrap()
+            .push(serde_json::to_value(&params).unwrap());
+    }
+}
+
+#[tokio::test]
+#[allow(deprecated)] // MCP logging (SEP-2577 deprecates it; older clients use it)
+async fn log_messages_reach_a_client_that_sets_a_level() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut child = tokio::process::Command::new(common::bin())
+        .env("CODE_STORAGE_DIR", dir.path())
+        .env("POOL_SIZE", "0")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let (stdout, stdin) = (child.stdout.take().unwrap(), child.stdin.take().unwrap());
+    let recorder = Recorder::default();
+    let client = recorder.clone().serve((stdout, stdin)).await?;
+    let args = json!({ "code": "print(1)" }).as_object().cloned().unwrap();
+    client
+        .call_tool(CallToolRequestParams::new("execute_code").with_arguments(args.clone()))
+        .await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        recorder.logs.lock().unwrap().is_empty(),
+        "logs before the client asked"
+    );
+
+    let params = rmcp::model::SetLevelRequestParams::new(rmcp::model::LoggingLevel::Debug);
+    client.set_level(params).await?;
+    client
+        .call_tool(CallToolRequestParams::new("execute_code").with_arguments(args))
+        .await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let logs = recorder.logs.lock().unwrap().clone();
+    // The per-phase timings of the (cold) run arrive as debug messages from the server.
+    assert!(
+        logs.iter().any(|l| l["level"] == "debug"
+            && l["logger"] == "mcp_code_executor::sandbox"
+            && l["data"].as_str().unwrap_or("").contains("phase")),
+        "{logs:?}"
+    );
+    client.cancel().await?;
+    let _ = tokio::time::timeout(Duration::from_secs(30), child.wait()).await;
+    Ok(())
 }
 
 #[tokio::test]

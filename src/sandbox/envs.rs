@@ -204,6 +204,17 @@ impl Sandbox {
         }
     }
 
+    /// Arguments of scripts/prepare.py for `env`.
+    fn prepare_argv(&self, env: &EnvSpec) -> [String; 4] {
+        let (uid, gid) = self.settings.run_as;
+        [
+            env.prefix(),
+            uid.to_string(),
+            gid.to_string(),
+            env.interpreter(),
+        ]
+    }
+
     /// Seeds `volume` (holding the seed lock): starts from an empty volume, lets Docker copy the
     /// image's files in as the only container mounting it, hands it to the run user, then
     /// creates the ready marker.
@@ -214,13 +225,7 @@ impl Sandbox {
         self.docker
             .ensure_volume(volume, policy::env_volume_labels(env, image))
             .await?;
-        let (uid, gid) = self.settings.run_as;
-        let argv = [
-            env.prefix(),
-            uid.to_string(),
-            gid.to_string(),
-            env.interpreter(),
-        ];
+        let argv = self.prepare_argv(env);
         let job = Job {
             purpose: Purpose::Prepare,
             env,
@@ -261,13 +266,7 @@ impl Sandbox {
     ) -> Result<bool, SandboxError> {
         let volume = self.env_volume(env).await?;
         let _guard = self.env_lock.lock().await;
-        let (uid, gid) = self.settings.run_as;
-        let argv = [
-            env.prefix(),
-            uid.to_string(),
-            gid.to_string(),
-            env.interpreter(),
-        ];
+        let argv = self.prepare_argv(env);
         // As the run user, prepare.py only reports (the volume is already theirs).
         let job = Job {
             purpose: Purpose::Create,

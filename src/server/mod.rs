@@ -3,6 +3,7 @@
 //! `isError: true` and a JSON body with `status: "error"` and an `error` message; malformed
 //! arguments are JSON-RPC `invalid_params` errors (`params`). `progress` reports long calls.
 
+pub mod logging;
 mod params;
 mod progress;
 
@@ -658,12 +659,29 @@ impl CodeExecutor {
 
 #[tool_handler(router = self.tool_router)]
 impl ServerHandler for CodeExecutor {
+    #[allow(deprecated)] // MCP logging: see the `logging` module
+    async fn set_level(
+        &self,
+        request: rmcp::model::SetLevelRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        logging::set_level(context.peer, request.level);
+        tracing::info!(level = ?request.level, "the client asked for log messages");
+        Ok(())
+    }
+
+    #[allow(deprecated)] // MCP logging: see the `logging` module
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
-            .with_server_info(Implementation::new(
-                env!("CARGO_PKG_NAME"),
-                env!("CARGO_PKG_VERSION"),
-            ))
-            .with_instructions(INSTRUCTIONS)
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_logging()
+                .build(),
+        )
+        .with_server_info(Implementation::new(
+            env!("CARGO_PKG_NAME"),
+            env!("CARGO_PKG_VERSION"),
+        ))
+        .with_instructions(INSTRUCTIONS)
     }
 }
