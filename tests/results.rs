@@ -189,6 +189,29 @@ async fn every_result_validates_against_its_output_schema() -> anyhow::Result<()
     Ok(())
 }
 
+/// Starts the server (owning its process, so it can exit by itself) with a recording client.
+async fn serve_recorded(
+    storage: &std::path::Path,
+    env: &[(&str, &str)],
+) -> anyhow::Result<(
+    tokio::process::Child,
+    Recorder,
+    rmcp::service::RunningService<RoleClient, Recorder>,
+)> {
+    let mut child = tokio::process::Command::new(common::bin())
+        .env("CODE_STORAGE_DIR", storage)
+        .env("CONDA_IMAGE", common::CONDA_STANDIN_IMAGE)
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let (stdout, stdin) = (child.stdout.take().unwrap(), child.stdin.take().unwrap());
+    let recorder = Recorder::default();
+    let client = recorder.clone().serve((stdout, stdin)).await?;
+    Ok((child, recorder, client))
+}
+
 /// A client that records progress and log notifications.
 #[derive(Clone, Default)]
 struct Recorder {
@@ -222,16 +245,7 @@ impl ClientHandler for Recorder {
 #[allow(deprecated)] // MCP logging (SEP-2577 deprecates it; older clients use it)
 async fn log_messages_reach_a_client_that_sets_a_level() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let mut child = tokio::process::Command::new(common::bin())
-        .env("CODE_STORAGE_DIR", dir.path())
-        .env("POOL_SIZE", "0")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()?;
-    let (stdout, stdin) = (child.stdout.take().unwrap(), child.stdin.take().unwrap());
-    let recorder = Recorder::default();
-    let client = recorder.clone().serve((stdout, stdin)).await?;
+    let (mut child, recorder, client) = serve_recorded(dir.path(), &[("POOL_SIZE", "0")]).await?;
     let args = json!({ "code": "print(1)" }).as_object().cloned().unwrap();
     client
         .call_tool(CallToolRequestParams::new("execute_code").with_arguments(args.clone()))
@@ -264,16 +278,7 @@ async fn log_messages_reach_a_client_that_sets_a_level() -> anyhow::Result<()> {
 #[tokio::test]
 async fn long_runs_report_progress_and_nothing_after_the_result() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let mut child = tokio::process::Command::new(common::bin())
-        .env("CODE_STORAGE_DIR", dir.path())
-        .env("CONDA_IMAGE", common::CONDA_STANDIN_IMAGE)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()?;
-    let (stdout, stdin) = (child.stdout.take().unwrap(), child.stdin.take().unwrap());
-    let recorder = Recorder::default();
-    let client = recorder.clone().serve((stdout, stdin)).await?;
+    let (mut child, recorder, client) = serve_recorded(dir.path(), &[]).await?;
 
     let code =
         "import time\nfor i in range(3):\n    print('step', i, flush=True)\n    time.sleep(1)";

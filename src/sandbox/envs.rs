@@ -226,15 +226,14 @@ impl Sandbox {
             .ensure_volume(volume, policy::env_volume_labels(env, image))
             .await?;
         let argv = self.prepare_argv(env);
-        let job = Job {
-            purpose: Purpose::Prepare,
+        let job = Job::helper(
+            Purpose::Prepare,
             env,
-            path: "/tmp/prepare.py",
-            code: PREPARE,
-            argv: &argv,
-            limits: &self.settings.env_limits,
-            last_line: None,
-        };
+            "/tmp/prepare.py",
+            PREPARE,
+            &argv,
+            &self.settings.env_limits,
+        );
         // Not cancellable by a client: a half-seeded volume would have to be seeded again.
         let run = self
             .execute_in(volume, job, &CancellationToken::new())
@@ -268,15 +267,14 @@ impl Sandbox {
         let _guard = self.env_lock.lock().await;
         let argv = self.prepare_argv(env);
         // As the run user, prepare.py only reports (the volume is already theirs).
-        let job = Job {
-            purpose: Purpose::Create,
+        let job = Job::helper(
+            Purpose::Create,
             env,
-            path: "/tmp/prepare.py",
-            code: PREPARE,
-            argv: &argv,
+            "/tmp/prepare.py",
+            PREPARE,
+            &argv,
             limits,
-            last_line: None,
-        };
+        );
         let run = self.execute_in(&volume, job, cancel).await?;
         if !run.succeeded() {
             return Err(SandboxError::Helper {
@@ -298,15 +296,14 @@ impl Sandbox {
             env.prefix(),
             CONDA_ROOT.to_string(),
         ];
-        let job = Job {
-            purpose: Purpose::Create,
+        let job = Job::helper(
+            Purpose::Create,
             env,
-            path: "/tmp/create.py",
-            code: CREATE,
-            argv: &argv,
+            "/tmp/create.py",
+            CREATE,
+            &argv,
             limits,
-            last_line: None,
-        };
+        );
         let run = self.execute_in(&volume, job, cancel).await?;
         if !run.succeeded() {
             // Leave nothing half-made behind: the next attempt starts from an empty volume.
@@ -341,13 +338,15 @@ impl Sandbox {
         })?;
         let argv = [plan_json];
         let job = Job {
-            purpose: Purpose::Install,
-            env,
-            path: "/tmp/install.py",
-            code: INSTALL,
-            argv: &argv,
-            limits,
             last_line: Some(last_line),
+            ..Job::helper(
+                Purpose::Install,
+                env,
+                "/tmp/install.py",
+                INSTALL,
+                &argv,
+                limits,
+            )
         };
         let run = self.execute_in(&volume, job, cancel).await?;
         if run.timed_out || run.cancelled || run.oom_killed {
@@ -398,15 +397,7 @@ impl Sandbox {
         limits: &Limits,
         cancel: &CancellationToken,
     ) -> Result<Vec<PackageInfo>, SandboxError> {
-        let job = Job {
-            purpose: Purpose::Inspect,
-            env,
-            path: "/tmp/check.py",
-            code: CHECK,
-            argv: names,
-            limits,
-            last_line: None,
-        };
+        let job = Job::helper(Purpose::Inspect, env, "/tmp/check.py", CHECK, names, limits);
         let run = self.execute(job, cancel).await?;
         if !run.succeeded() {
             if run.exit_code == Some(127) {

@@ -54,6 +54,26 @@ pub struct Job<'a> {
 }
 
 impl<'a> Job<'a> {
+    /// One of our helper scripts (scripts/*.py), its input passed as `argv`.
+    pub fn helper(
+        purpose: Purpose,
+        env: &'a EnvSpec,
+        path: &'a str,
+        code: &'a str,
+        argv: &'a [String],
+        limits: &'a Limits,
+    ) -> Self {
+        Job {
+            purpose,
+            env,
+            path,
+            code,
+            argv,
+            limits,
+            last_line: None,
+        }
+    }
+
     /// A user's program.
     pub fn run(env: &'a EnvSpec, path: &'a str, code: &'a str, limits: &'a Limits) -> Self {
         Job {
