@@ -55,12 +55,26 @@ try_pull() {
   timeout "$PULL_TIMEOUT" docker pull -q "$1" >/dev/null 2>&1
 }
 
+# debootstrap makes the base image where no registry is reachable. As root with apt it is
+# installed here; otherwise the script stops with the command to run.
+ensure_debootstrap() {
+  command -v debootstrap >/dev/null && return 0
+  if command -v apt-get >/dev/null; then
+    log "installing debootstrap with apt-get (needed to make a base image without a registry)"
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap; } \
+      >/dev/null 2>&1 || die "could not install debootstrap: run apt-get install debootstrap"
+    command -v debootstrap >/dev/null || die "debootstrap is still missing: run apt-get install debootstrap"
+    return 0
+  fi
+  die "no registry is reachable and debootstrap is missing: install debootstrap with your package manager (or set BASE_IMAGE)"
+}
+
 # A minimal Debian with python3 and venv support, made without any registry.
 build_local_base() {
   if have_image "$LOCAL_BASE" && [ "$FORCE" != 1 ]; then return 0; fi
-  command -v debootstrap >/dev/null ||
-    die "no registry reachable and debootstrap is missing: apt-get install debootstrap (or set BASE_IMAGE)"
-  [ "$(id -u)" = 0 ] || die "debootstrap needs root: run this script as root (or set BASE_IMAGE)"
+  [ "$(id -u)" = 0 ] ||
+    die "no registry is reachable, so a base image must be debootstrapped, which needs root: run it with sudo (or set BASE_IMAGE to an image you have)"
+  ensure_debootstrap
   local dir
   dir=$(mktemp -d /var/tmp/mce-rootfs.XXXXXX)
   log "debootstrapping Debian $DEBIAN_SUITE into $dir (a few minutes)"

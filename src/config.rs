@@ -2,17 +2,14 @@
 //! and the validated [`Config`] built from it, with the defaults as named constants.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
 
 use crate::environment::{
     DEFAULT_CONDA_IMAGE, DEFAULT_UV_IMAGE, DEFAULT_VENV_IMAGE, EnvSpec, EnvType, Environments,
 };
 use crate::error::ConfigError;
-use crate::sandbox::policy::InstallSource;
+use crate::limits::{Images, InstallSource, Limits};
 
 pub const DEFAULT_TIMEOUT_SECS: u64 = 30;
 pub const DEFAULT_MEMORY_LIMIT: &str = "512m";
@@ -27,8 +24,6 @@ pub const DEFAULT_POOL_SIZE: usize = 2;
 pub const DEFAULT_MAX_IMAGES: usize = 4;
 pub const DEFAULT_MAX_IMAGE_SIZE: &str = "2m";
 pub const DEFAULT_PREIMPORT: &str = "numpy,pandas";
-/// Open files per process inside a container.
-pub const OPEN_FILES_LIMIT: i64 = 1024;
 pub const DEFAULT_INSTALL_TIMEOUT_SECS: u64 = 300;
 pub const DEFAULT_INSTALL_MEMORY_LIMIT: &str = "2g";
 pub const DEFAULT_INSTALL_TMPFS_SIZE: &str = "1g";
@@ -194,69 +189,6 @@ pub enum Command {
         #[arg(long, conflicts_with = "env_type")]
         all: bool,
     },
-}
-
-/// Resource limits applied to every run container.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-pub struct Limits {
-    /// Wall-clock limit of one run, seconds.
-    pub timeout_secs: u64,
-    /// Memory (and memory + swap) limit, bytes.
-    pub memory_bytes: i64,
-    /// CPU limit, in CPUs.
-    pub cpus: f64,
-    /// Maximum processes/threads.
-    pub pids: i64,
-    /// Bytes kept per output stream.
-    pub output_bytes: usize,
-    /// Size of the writable /tmp, bytes.
-    pub tmpfs_bytes: i64,
-    /// Largest code or file content accepted, bytes.
-    pub max_code_bytes: usize,
-    /// Largest file a program may write, bytes.
-    pub max_file_bytes: i64,
-}
-
-impl Limits {
-    pub fn timeout(&self) -> Duration {
-        Duration::from_secs(self.timeout_secs)
-    }
-
-    /// These limits with a per-call timeout, which may lower the timeout but never raise it.
-    pub fn with_call_timeout(&self, secs: Option<u64>) -> Limits {
-        Limits {
-            timeout_secs: secs.map_or(self.timeout_secs, |s| s.clamp(1, self.timeout_secs)),
-            ..self.clone()
-        }
-    }
-}
-
-/// The images, one per environment type.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-pub struct Images {
-    pub venv: String,
-    #[serde(rename = "venv-uv")]
-    pub uv: String,
-    pub conda: String,
-}
-
-impl Images {
-    pub fn for_type(&self, env_type: EnvType) -> &str {
-        match env_type {
-            EnvType::Venv => &self.venv,
-            EnvType::VenvUv => &self.uv,
-            EnvType::Conda => &self.conda,
-        }
-    }
-
-    /// The setting that overrides the image of `env_type`.
-    pub fn setting_name(env_type: EnvType) -> &'static str {
-        match env_type {
-            EnvType::Venv => "VENV_IMAGE",
-            EnvType::VenvUv => "UV_IMAGE",
-            EnvType::Conda => "CONDA_IMAGE",
-        }
-    }
 }
 
 /// Validated configuration.

@@ -18,6 +18,7 @@
 pub mod config;
 pub mod environment;
 pub mod error;
+pub mod limits;
 pub mod packages;
 pub mod sandbox;
 pub mod server;

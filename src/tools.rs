@@ -5,7 +5,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Images, Limits};
+use crate::limits::{Images, Limits};
 use crate::environment::{EnvSpec, EnvType, Environments};
 use crate::sandbox::envs::{PackageInfo, PackageOutcome};
 

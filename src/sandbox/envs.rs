@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use super::docker::Created;
 use super::policy::{self, LABEL_ENV_VOLUME, Purpose};
 use super::{Job, RunOutcome, Sandbox, lock};
-use crate::config::Limits;
+use crate::limits::Limits;
 use crate::environment::{CONDA_ROOT, EnvSpec, EnvType};
 use crate::error::SandboxError;
 use crate::packages::{InstallPlan, ValidRequirement};

@@ -25,12 +25,13 @@ use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Images, Limits};
+use crate::limits::{Images, Limits};
 use crate::environment::EnvSpec;
 use crate::error::SandboxError;
 use docker::{Created, DockerApi};
 use output::MarkedStream;
-use policy::{InstallSource, LABEL_INSTANCE, LABEL_MANAGED, Purpose, RunPolicy};
+use crate::limits::InstallSource;
+use policy::{LABEL_INSTANCE, LABEL_MANAGED, Purpose, RunPolicy};
 
 /// How long shutdown keeps sweeping for containers still being made or removed.
 const SHUTDOWN_SWEEP: Duration = Duration::from_secs(15);

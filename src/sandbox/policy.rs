@@ -19,7 +19,7 @@ use bollard::models::{
     ContainerCreateBody, HostConfig, Mount, MountType, MountVolumeOptions, ResourcesUlimits,
 };
 
-use crate::config::{Limits, OPEN_FILES_LIMIT};
+use crate::limits::{InstallSource, Limits, OPEN_FILES_LIMIT};
 use crate::environment::EnvSpec;
 
 /// Every container this server makes carries this label (value `true`).
@@ -86,17 +86,6 @@ impl Purpose {
     fn uses_system_python(self) -> bool {
         matches!(self, Purpose::Create | Purpose::Prepare)
     }
-}
-
-/// Where installs download from and what they trust (server configuration, never arguments).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct InstallSource {
-    /// Docker network of install containers.
-    pub network: String,
-    /// CA bundle to trust, as a path the Docker daemon can bind-mount.
-    pub ca_bundle: Option<String>,
-    pub index_url: Option<String>,
-    pub extra_index_url: Option<String>,
 }
 
 /// Everything that decides how one container is made.

@@ -16,7 +16,8 @@ use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler, tool, tool_handler, tool_router};
 use serde::Serialize;
 
-use crate::config::{Config, Limits};
+use crate::config::Config;
+use crate::limits::Limits;
 use crate::environment::{EnvSpec, Environments};
 use crate::error::Error;
 use crate::packages::{install_plan, validate_lookup_names, validate_requirements};
