@@ -71,13 +71,60 @@ pub enum PackageError {
     Refused { entry: String, reason: String },
 }
 
+/// Any error from a container engine's client library, kept whole as a `#[source]`.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What an engine call failed with.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The daemon could not be reached (not running, socket gone, connection cut, timed out).
+    #[error(
+        "cannot reach the Docker daemon ({source}): start Docker (or fix DOCKER_HOST) and try again"
+    )]
+    Unavailable {
+        #[source]
+        source: BoxError,
+    },
+    /// The daemon answered with an error.
+    #[error(
+        "Docker failed to {op}{}: {message} (HTTP {status})",
+        on_container(container)
+    )]
+    Refused {
+        op: &'static str,
+        container: Option<String>,
+        status: u16,
+        message: String,
+    },
+    /// The daemon's answer could not be understood.
+    #[error("Docker failed to {op}{}: {source}", on_container(container))]
+    Malformed {
+        op: &'static str,
+        container: Option<String>,
+        #[source]
+        source: BoxError,
+    },
+}
+
+fn on_container(container: &Option<String>) -> String {
+    container
+        .as_deref()
+        .map(|c| format!(" (container {c})"))
+        .unwrap_or_default()
+}
+
+impl EngineError {
+    /// Whether the daemon itself is away (as opposed to refusing one request).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, EngineError::Unavailable { .. })
+    }
+}
+
 /// Starting, feeding or collecting a run container failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
-    #[error(
-        "cannot reach the Docker daemon ({detail}): start Docker (or fix DOCKER_HOST) and try again"
-    )]
-    DockerUnavailable { detail: String },
+    #[error(transparent)]
+    Engine(#[from] EngineError),
     #[error(
         "the image {image} for the {env} environment is missing: build it with \
          scripts/build-images.sh, or point {setting} at an image you have"
@@ -98,12 +145,15 @@ pub enum SandboxError {
     EnvCreateFailed { env: String, detail: String },
     #[error("could not {what}: {detail}")]
     Helper { what: &'static str, detail: String },
-    #[error("Docker failed to {op}{}: {detail}", container.as_deref().map(|c| format!(" (container {c})")).unwrap_or_default())]
-    Docker {
-        op: &'static str,
-        container: Option<String>,
-        detail: String,
-    },
+    #[error("Docker failed to create a container: the generated name was taken")]
+    NameTaken,
+}
+
+impl SandboxError {
+    /// Whether the container engine itself is away (not one request refused).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, SandboxError::Engine(e) if e.is_unavailable())
+    }
 }
 
 /// Anything a tool call can fail with; the server turns it into an `isError` tool result.

@@ -86,4 +86,3 @@ pub struct InstallSource {
     pub index_url: Option<String>,
     pub extra_index_url: Option<String>,
 }
-

@@ -33,7 +33,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     let config = Config::from_cli(cli)?;
     let runtime = tokio::runtime::Runtime::new()?;
-    let result = runtime.block_on(mcp_code_executor::main(config));
+    let result = runtime.block_on(mcp_code_executor::app::main(config));
     // The stdin reader blocks in a thread of its own; do not wait for it after a signal.
     runtime.shutdown_timeout(Duration::from_millis(200));
     Ok(result?)

@@ -5,9 +5,9 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::limits::{Images, Limits};
 use crate::environment::{EnvSpec, EnvType, Environments};
-use crate::sandbox::envs::{PackageInfo, PackageOutcome};
+use crate::limits::{Images, Limits};
+use crate::sandbox::helpers::{PackageInfo, PackageOutcome};
 
 // ---------------------------------------------------------------- arguments
 

@@ -17,11 +17,12 @@ use rmcp::{ErrorData, RoleServer, ServerHandler, tool, tool_handler, tool_router
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::limits::Limits;
 use crate::environment::{EnvSpec, Environments};
 use crate::error::Error;
+use crate::limits::Limits;
 use crate::packages::{install_plan, validate_lookup_names, validate_requirements};
-use crate::sandbox::envs::PackageStatus;
+use crate::sandbox::engine::ContainerEngine;
+use crate::sandbox::helpers::PackageStatus;
 use crate::sandbox::{Job, RunOutcome, Sandbox, SandboxSettings};
 use crate::storage::Storage;
 use crate::tools::{
@@ -49,24 +50,27 @@ pub struct State {
 }
 
 impl State {
-    pub fn new(config: Config) -> Result<Self, Error> {
+    pub fn new(config: Config, engine: Arc<dyn ContainerEngine>) -> Result<Self, Error> {
         let storage = Storage::new(
             config.storage_dir.clone(),
             config.limits.max_code_bytes,
             config.run_as,
         )?;
-        let sandbox = Sandbox::new(SandboxSettings {
-            images: config.images.clone(),
-            run_as: config.run_as,
-            host_workdir: config.host_storage_dir.to_string_lossy().into_owned(),
-            workdir: config.storage_dir.to_string_lossy().into_owned(),
-            install: config.install_source.clone(),
-            env_limits: config.install_limits.clone(),
-            max_concurrent: config.max_concurrent_runs,
-            run_limits: config.limits.clone(),
-            pool_size: config.pool_size,
-            preimport: config.preimport.clone(),
-        });
+        let sandbox = Sandbox::new(
+            SandboxSettings {
+                images: config.images.clone(),
+                run_as: config.run_as,
+                host_workdir: config.host_storage_dir.to_string_lossy().into_owned(),
+                workdir: config.storage_dir.to_string_lossy().into_owned(),
+                install: config.install_source.clone(),
+                env_limits: config.install_limits.clone(),
+                max_concurrent: config.max_concurrent_runs,
+                run_limits: config.limits.clone(),
+                pool_size: config.pool_size,
+                preimport: config.preimport.clone(),
+            },
+            engine,
+        );
         Ok(State {
             envs: Mutex::new(config.environments.clone()),
             config,

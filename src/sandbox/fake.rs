@@ -1,0 +1,1 @@
+//! The recording fake engine (tests only). Placeholder until the fake lands.

@@ -1,0 +1,373 @@
+//! The conversation with one container's runner (`runner.py`): hand it the program through
+//! stdin (a JSON header line, then the source), collect stdout and stderr capped per stream
+//! until the runner's end marker, the deadline or cancellation, and settle the outcome — from
+//! the marker when the program ended by itself, from the engine's state (exit code, OOM) when it
+//! was killed or died without one. Also the two ways to get a container to talk to: a fresh one
+//! ([`run_cold`]) or a pre-started one from the pool ([`run_warm`]).
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use tokio::io::AsyncWriteExt;
+use tokio_util::sync::CancellationToken;
+
+use super::engine::{Attached, ContainerEngine, ContainerSpec, Created, OutputChunk};
+use super::lifecycle::{Lifecycle, lock};
+use super::output::MarkedStream;
+use super::policy::Purpose;
+use super::pool::{Warm, used_name};
+use crate::environment::EnvSpec;
+use crate::error::SandboxError;
+use crate::limits::{Images, Limits};
+
+/// How long to wait for a killed container to be reported as stopped.
+const KILL_WAIT: Duration = Duration::from_secs(10);
+
+/// One program to run in one container.
+#[derive(Debug, Clone)]
+pub struct Job<'a> {
+    pub purpose: Purpose,
+    pub env: &'a EnvSpec,
+    /// The program's path as it sees it: `__file__`, `sys.argv[0]`, tracebacks.
+    pub path: &'a str,
+    pub code: &'a str,
+    /// `sys.argv[1:]`: how data reaches helper programs (never spliced into code).
+    pub argv: &'a [String],
+    pub limits: &'a Limits,
+    /// Updated with the last line the program printed (for progress reports).
+    pub last_line: Option<&'a Mutex<String>>,
+}
+
+impl<'a> Job<'a> {
+    /// One of our helper scripts (scripts/*.py), its input passed as `argv`.
+    pub fn helper(
+        purpose: Purpose,
+        env: &'a EnvSpec,
+        path: &'a str,
+        code: &'a str,
+        argv: &'a [String],
+        limits: &'a Limits,
+    ) -> Self {
+        Job {
+            purpose,
+            env,
+            path,
+            code,
+            argv,
+            limits,
+            last_line: None,
+        }
+    }
+
+    /// A user's program.
+    pub fn run(env: &'a EnvSpec, path: &'a str, code: &'a str, limits: &'a Limits) -> Self {
+        Self::helper(Purpose::Run, env, path, code, &[], limits)
+    }
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunOutcome {
+    /// `None` when the container was killed before the engine recorded a code.
+    pub exit_code: Option<i64>,
+    pub stdout: String,
+    pub stderr: String,
+    pub truncated: bool,
+    pub timed_out: bool,
+    pub oom_killed: bool,
+    pub cancelled: bool,
+    pub duration: Duration,
+}
+
+impl RunOutcome {
+    /// A call cancelled while it waited for a slot: nothing ran.
+    pub fn cancelled_before_start() -> Self {
+        RunOutcome {
+            cancelled: true,
+            ..Default::default()
+        }
+    }
+
+    pub fn succeeded(&self) -> bool {
+        self.exit_code == Some(0) && !self.timed_out && !self.oom_killed && !self.cancelled
+    }
+}
+
+/// Runs `job` in a new container made from `spec` and named `name` (random when `None`);
+/// `Ok(None)` when that name is taken. The container is removed on every path, in the
+/// background once the outcome is known, at once when the calling future is dropped.
+pub async fn run_cold(
+    life: &Lifecycle,
+    spec: &ContainerSpec,
+    job: &Job<'_>,
+    name: Option<&str>,
+    cancel: &CancellationToken,
+) -> Result<Option<RunOutcome>, SandboxError> {
+    // Wait for a slot (MAX_CONCURRENT_RUNS); a cancelled call stops waiting.
+    let Some(_slot) = life.slot(cancel).await? else {
+        return Ok(Some(RunOutcome::cancelled_before_start()));
+    };
+    let t = Instant::now();
+    let id = match life.create(spec, name).await? {
+        Created::Id(id) => id,
+        Created::NameTaken => return Ok(None),
+        Created::ImageMissing => return Err(image_missing(&spec.image, job.env)),
+    };
+    tracing::debug!(target: "mcp_code_executor::sandbox", phase = "create",
+        ms = t.elapsed().as_millis() as u64, purpose = job.purpose.as_str());
+    let mut guard = life.guard(&id);
+    let result = if life.is_closed() {
+        Err(SandboxError::ShuttingDown)
+    } else {
+        drive(life.engine(), &id, job, cancel).await
+    };
+    guard.disarm();
+    life.remove_later(id);
+    result.map(Some)
+}
+
+/// The error for a missing image: which one, and how to build it or point elsewhere.
+pub fn image_missing(image: &str, env: &EnvSpec) -> SandboxError {
+    SandboxError::ImageMissing {
+        image: image.to_string(),
+        env: env.env_type.as_str(),
+        setting: Images::setting_name(env.env_type),
+    }
+}
+
+/// Runs `job` in a pre-started container, which is removed afterwards in the background.
+pub async fn run_warm(
+    life: &Lifecycle,
+    warm: Warm,
+    job: &Job<'_>,
+    cancel: &CancellationToken,
+) -> Result<RunOutcome, SandboxError> {
+    let Some(_slot) = life.slot(cancel).await? else {
+        life.remove_later(warm.id);
+        return Ok(RunOutcome::cancelled_before_start());
+    };
+    let Warm { id, attached, .. } = warm;
+    let mut guard = life.guard(&id);
+    // Observers (and tests) tell a used pool container from an idle one by its name.
+    let engine = life.engine_handle();
+    let (rid, new_name) = (id.clone(), used_name(&id));
+    tokio::spawn(async move {
+        let _ = engine.rename(&rid, &new_name).await;
+    });
+    let result = converse(life.engine(), &id, attached, job, cancel).await;
+    guard.disarm();
+    life.remove_later(id);
+    result
+}
+
+/// Attaches (before start, or early output is lost), starts, and converses.
+async fn drive(
+    engine: &dyn ContainerEngine,
+    id: &str,
+    job: &Job<'_>,
+    cancel: &CancellationToken,
+) -> Result<RunOutcome, SandboxError> {
+    let t = Instant::now();
+    let attached = engine.attach(id).await?;
+    tracing::debug!(target: "mcp_code_executor::sandbox", phase = "attach", ms = t.elapsed().as_millis() as u64);
+    let t = Instant::now();
+    engine.start(id).await?;
+    tracing::debug!(target: "mcp_code_executor::sandbox", phase = "start", ms = t.elapsed().as_millis() as u64);
+    let t = Instant::now();
+    let outcome = converse(engine, id, attached, job, cancel).await;
+    tracing::debug!(target: "mcp_code_executor::sandbox", phase = "program", ms = t.elapsed().as_millis() as u64);
+    outcome
+}
+
+/// Feeds the program to a started container's runner and settles the outcome.
+pub async fn converse(
+    engine: &dyn ContainerEngine,
+    id: &str,
+    attached: Attached,
+    job: &Job<'_>,
+    cancel: &CancellationToken,
+) -> Result<RunOutcome, SandboxError> {
+    let started = Instant::now();
+    let deadline = tokio::time::Instant::now() + job.limits.timeout();
+    let marker = format!("mce-exit-{}", uuid::Uuid::new_v4().simple());
+    let mut c = collect(
+        attached,
+        payload(job, &marker),
+        &marker,
+        job,
+        deadline,
+        cancel,
+    )
+    .await;
+    c.stdout.finish();
+    c.stderr.finish();
+    if let Some(status) = c.stderr.status().filter(|_| !c.timed_out && !c.cancelled) {
+        // The program ended by itself and said how: no need to wait for the container.
+        return Ok(c.outcome(Some(status), false, started.elapsed()));
+    }
+    if c.timed_out || c.cancelled {
+        kill_and_wait(engine, id).await?;
+    } else {
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let waited = tokio::select! {
+            r = tokio::time::timeout(remaining, engine.wait(id)) => r.ok(),
+            _ = cancel.cancelled() => { c.cancelled = true; None }
+        };
+        match waited {
+            Some(r) => r?,
+            None => {
+                c.timed_out = !c.cancelled;
+                kill_and_wait(engine, id).await?;
+            }
+        }
+    }
+    let duration = started.elapsed();
+    let state = engine.inspect(id).await?;
+    Ok(c.outcome(state.exit_code, state.oom_killed, duration))
+}
+
+async fn kill_and_wait(engine: &dyn ContainerEngine, id: &str) -> Result<(), SandboxError> {
+    engine.kill(id).await?;
+    match tokio::time::timeout(KILL_WAIT, engine.wait(id)).await {
+        Ok(r) => r?,
+        Err(_) => tracing::warn!(container = %id, "killed container did not stop in time"),
+    }
+    Ok(())
+}
+
+/// The runner's input: a header line (path, argv, end marker, whether to capture figures),
+/// then the source.
+fn payload(job: &Job<'_>, marker: &str) -> Vec<u8> {
+    let header = serde_json::json!({
+        "path": job.path,
+        "argv": job.argv,
+        "marker": marker,
+        "plots": job.purpose == Purpose::Run,
+    })
+    .to_string();
+    let mut payload = Vec::with_capacity(header.len() + 1 + job.code.len());
+    payload.extend_from_slice(header.as_bytes());
+    payload.push(b'\n');
+    payload.extend_from_slice(job.code.as_bytes());
+    payload
+}
+
+/// What came out of a container before its end, the deadline or cancellation.
+struct Collected {
+    stdout: MarkedStream,
+    stderr: MarkedStream,
+    timed_out: bool,
+    cancelled: bool,
+}
+
+impl Collected {
+    fn outcome(self, exit_code: Option<i64>, oom_killed: bool, duration: Duration) -> RunOutcome {
+        let (out, err) = (self.stdout.output, self.stderr.output);
+        RunOutcome {
+            exit_code,
+            truncated: out.truncated() || err.truncated(),
+            stdout: out.render(),
+            stderr: err.render(),
+            timed_out: self.timed_out,
+            oom_killed,
+            cancelled: self.cancelled,
+            duration,
+        }
+    }
+}
+
+/// Writes `payload` to stdin (then closes it) while reading both streams, until both carry the
+/// end marker, the stream ends, the deadline passes or the call is cancelled. Both halves of
+/// the attach are dropped on return: they must be gone before kill/wait, or those can hang.
+async fn collect(
+    attached: Attached,
+    payload: Vec<u8>,
+    marker: &str,
+    job: &Job<'_>,
+    deadline: tokio::time::Instant,
+    cancel: &CancellationToken,
+) -> Collected {
+    let Attached { mut output, input } = attached;
+    let mut input = input;
+    let feed = async move {
+        // A program that exits early closes its stdin; that is not an error of the run.
+        let _ = input.write_all(&payload).await;
+        let _ = input.shutdown().await;
+        input
+    };
+    let limit = job.limits.output_bytes;
+    let mut c = Collected {
+        stdout: MarkedStream::new(limit, marker),
+        stderr: MarkedStream::new(limit, marker),
+        timed_out: false,
+        cancelled: false,
+    };
+    let mut feed = std::pin::pin!(feed);
+    let mut input_done = None;
+    let (mut out_line, mut err_line) = (String::new(), String::new());
+    loop {
+        tokio::select! {
+            done = &mut feed, if input_done.is_none() => { input_done = Some(done); }
+            chunk = output.next() => {
+                let (stream, partial, bytes) = match chunk {
+                    Some(Ok(OutputChunk::Stdout(b))) => (&mut c.stdout, &mut out_line, b),
+                    Some(Ok(OutputChunk::Stderr(b))) => (&mut c.stderr, &mut err_line, b),
+                    Some(Err(e)) => {
+                        tracing::debug!(error = %e, "output stream ended with an error");
+                        break;
+                    }
+                    None => break,
+                };
+                stream.push(&bytes);
+                if let Some(last) = job.last_line {
+                    note_last_line(last, partial, &bytes);
+                }
+                if c.stdout.status().is_some() && c.stderr.status().is_some() { break; }
+            }
+            _ = tokio::time::sleep_until(deadline) => { c.timed_out = true; break; }
+            _ = cancel.cancelled() => { c.cancelled = true; break; }
+        }
+    }
+    drop(output);
+    drop(input_done);
+    c
+}
+
+/// Keeps the last complete non-empty line of a stream (progress reports show it); `partial`
+/// holds the stream's unfinished line between chunks.
+fn note_last_line(last: &Mutex<String>, partial: &mut String, chunk: &[u8]) {
+    partial.push_str(&String::from_utf8_lossy(chunk));
+    let Some(end) = partial.rfind('\n') else {
+        if partial.len() > 4096 {
+            partial.clear();
+        }
+        return;
+    };
+    if let Some(line) = partial[..end]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+    {
+        *lock(last) = line.chars().take(200).collect();
+    }
+    partial.drain(..=end);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn last_line_is_the_last_complete_one() {
+        let last = Mutex::new(String::new());
+        let mut partial = String::new();
+        for piece in ["step", " ", "1", "\n", "step", " 2"] {
+            note_last_line(&last, &mut partial, piece.as_bytes());
+        }
+        assert_eq!(*lock(&last), "step 1");
+        note_last_line(&last, &mut partial, b"\n\n");
+        assert_eq!(*lock(&last), "step 2");
+    }
+}
