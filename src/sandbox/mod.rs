@@ -23,6 +23,8 @@ pub mod output;
 pub mod policy;
 pub mod pool;
 pub mod runner;
+#[cfg(test)]
+mod tests;
 pub mod volumes;
 
 use std::sync::Arc;

@@ -1,0 +1,1 @@
+//! Tests of sandbox::helpers against the fake engine.

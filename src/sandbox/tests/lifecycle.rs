@@ -1,0 +1,1 @@
+//! Tests of sandbox::lifecycle against the fake engine.

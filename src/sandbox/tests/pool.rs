@@ -1,0 +1,1 @@
+//! Tests of sandbox::pool against the fake engine.

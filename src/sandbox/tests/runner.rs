@@ -1,0 +1,1 @@
+//! Tests of sandbox::runner against the fake engine.

@@ -1,0 +1,1 @@
+//! Tests of sandbox::volumes against the fake engine.
