@@ -115,38 +115,15 @@ fn parse_report<T: for<'de> Deserialize<'de>>(
         .unwrap_or("");
     serde_json::from_str(line).map_err(|_| SandboxError::Helper {
         what,
-        detail: helper_detail(run),
+        detail: run.failure_detail(),
     })
-}
-
-pub fn helper_detail(run: &RunOutcome) -> String {
-    let tail: String = run
-        .stderr
-        .chars()
-        .rev()
-        .take(600)
-        .collect::<Vec<_>>()
-        .into_iter()
-        .rev()
-        .collect();
-    format!(
-        "exit code {}{}{}: {}",
-        run.exit_code.map_or("none".to_string(), |c| c.to_string()),
-        if run.timed_out { ", timed out" } else { "" },
-        if run.oom_killed {
-            ", out of memory"
-        } else {
-            ""
-        },
-        tail.trim()
-    )
 }
 
 /// A failed helper run as an error saying what was being done.
 fn helper_failed(what: &'static str, run: &RunOutcome) -> SandboxError {
     SandboxError::Helper {
         what,
-        detail: helper_detail(run),
+        detail: run.failure_detail(),
     }
 }
 
@@ -258,7 +235,7 @@ impl Sandbox {
             }
             return Err(SandboxError::EnvCreateFailed {
                 env: env.to_string(),
-                detail: helper_detail(&run),
+                detail: run.failure_detail(),
             });
         }
         tracing::info!(environment = %env, "created an environment");

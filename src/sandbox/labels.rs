@@ -129,6 +129,12 @@ pub fn sentinel_name(instance: &str) -> String {
     format!("mce-sentinel-{instance}")
 }
 
+/// The name a pool container gets once taken (idle ones start with `mce-warm-`), so that
+/// observers tell a used one from an idle one.
+pub fn used_name(id: &str) -> String {
+    format!("mce-run-{}", &id[..id.len().min(24)])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

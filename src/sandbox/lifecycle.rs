@@ -14,7 +14,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::engine::{Attached, ContainerEngine, ContainerSpec, Created};
 use super::labels::{self, LABEL_INSTANCE, LABEL_MANAGED, LABEL_PURPOSE, SENTINEL};
+use crate::environment::EnvSpec;
 use crate::error::SandboxError;
+use crate::limits::Images;
 
 /// How long shutdown keeps sweeping for containers still being made or removed.
 const SHUTDOWN_SWEEP: Duration = Duration::from_secs(15);
@@ -22,6 +24,15 @@ const SHUTDOWN_SWEEP: Duration = Duration::from_secs(15);
 /// Locks a std mutex, recovering from poisoning (the data stays usable).
 pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The error for a missing image: which one, and how to build it or point elsewhere.
+pub fn image_missing(image: &str, env: &EnvSpec) -> SandboxError {
+    SandboxError::ImageMissing {
+        image: image.to_string(),
+        env: env.env_type.as_str(),
+        setting: Images::setting_name(env.env_type),
+    }
 }
 
 pub fn unix_now() -> u64 {

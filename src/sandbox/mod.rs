@@ -192,7 +192,7 @@ impl Sandbox {
         if self.life.start_sentinel(&spec).await? {
             Ok(())
         } else {
-            Err(runner::image_missing(image, env))
+            Err(lifecycle::image_missing(image, env))
         }
     }
 }

@@ -7,36 +7,23 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::{FutureExt, StreamExt};
 
 use super::SandboxSettings;
-use super::engine::{Attached, Created};
-use super::lifecycle::{Lifecycle, lock};
+use super::engine::Created;
+use super::lifecycle::{Lifecycle, image_missing, lock};
 use super::policy::{self, Purpose, RunPolicy};
-use super::runner;
+use super::runner::Warm;
 use super::volumes::Volumes;
 use crate::environment::EnvSpec;
 use crate::error::SandboxError;
 
 /// How long a pre-started container may wait for a program before it is replaced.
 pub const IDLE_SECS: u64 = 600;
-/// Name prefix of idle pool containers; a taken one is renamed to [`used_name`].
+/// Name prefix of idle pool containers; a taken one is renamed to `labels::used_name`.
 pub const WARM_PREFIX: &str = "mce-warm-";
-
-/// A pre-started container, ready for one program.
-pub struct Warm {
-    pub id: String,
-    pub attached: Attached,
-    env: EnvSpec,
-    born: Instant,
-}
-
-/// The name a pool container gets once taken (idle ones start with [`WARM_PREFIX`]).
-pub fn used_name(id: &str) -> String {
-    format!("mce-run-{}", &id[..id.len().min(24)])
-}
 
 /// Which environment the pool serves, the ready containers, those being made.
 #[derive(Default)]
@@ -212,7 +199,7 @@ impl Pool {
         let name = format!("{WARM_PREFIX}{}", uuid::Uuid::new_v4().simple());
         let id = match self.life.create(&spec, Some(&name)).await? {
             Created::Id(id) => id,
-            Created::ImageMissing => return Err(runner::image_missing(&spec.image, env)),
+            Created::ImageMissing => return Err(image_missing(&spec.image, env)),
             Created::NameTaken => return Err(SandboxError::NameTaken),
         };
         let engine = self.life.engine();
@@ -222,12 +209,7 @@ impl Pool {
             Ok::<_, SandboxError>(attached)
         };
         match started.await {
-            Ok(attached) => Ok(Warm {
-                id,
-                attached,
-                env: env.clone(),
-                born: Instant::now(),
-            }),
+            Ok(attached) => Ok(Warm::new(id, attached, env.clone())),
             Err(e) => {
                 self.life.remove_later(id);
                 Err(e)

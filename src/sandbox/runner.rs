@@ -13,13 +13,13 @@ use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
 use super::engine::{Attached, ContainerEngine, ContainerSpec, Created, OutputChunk};
-use super::lifecycle::{Lifecycle, lock};
+use super::labels::used_name;
+use super::lifecycle::{Lifecycle, image_missing, lock};
 use super::output::MarkedStream;
 use super::policy::Purpose;
-use super::pool::{Warm, used_name};
 use crate::environment::EnvSpec;
 use crate::error::SandboxError;
-use crate::limits::{Images, Limits};
+use crate::limits::Limits;
 
 /// How long to wait for a killed container to be reported as stopped.
 const KILL_WAIT: Duration = Duration::from_secs(10);
@@ -92,6 +92,30 @@ impl RunOutcome {
     pub fn succeeded(&self) -> bool {
         self.exit_code == Some(0) && !self.timed_out && !self.oom_killed && !self.cancelled
     }
+
+    /// How a helper program failed: exit code, flags and the end of its stderr.
+    pub fn failure_detail(&self) -> String {
+        let tail: String = self
+            .stderr
+            .chars()
+            .rev()
+            .take(600)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        format!(
+            "exit code {}{}{}: {}",
+            self.exit_code.map_or("none".to_string(), |c| c.to_string()),
+            if self.timed_out { ", timed out" } else { "" },
+            if self.oom_killed {
+                ", out of memory"
+            } else {
+                ""
+            },
+            tail.trim()
+        )
+    }
 }
 
 /// Runs `job` in a new container made from `spec` and named `name` (random when `None`);
@@ -127,12 +151,22 @@ pub async fn run_cold(
     result.map(Some)
 }
 
-/// The error for a missing image: which one, and how to build it or point elsewhere.
-pub fn image_missing(image: &str, env: &EnvSpec) -> SandboxError {
-    SandboxError::ImageMissing {
-        image: image.to_string(),
-        env: env.env_type.as_str(),
-        setting: Images::setting_name(env.env_type),
+/// A pre-started container, ready for one program (made by the pool).
+pub struct Warm {
+    pub id: String,
+    pub attached: Attached,
+    pub env: EnvSpec,
+    pub born: Instant,
+}
+
+impl Warm {
+    pub fn new(id: String, attached: Attached, env: EnvSpec) -> Self {
+        Warm {
+            id,
+            attached,
+            env,
+            born: Instant::now(),
+        }
     }
 }
 

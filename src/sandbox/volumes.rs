@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use super::SandboxSettings;
 use super::engine::Created;
 use super::labels::{self, LABEL_ENV_READY};
-use super::lifecycle::{Lifecycle, lock, unix_now};
+use super::lifecycle::{Lifecycle, image_missing, lock, unix_now};
 use super::policy::{self, Purpose};
 use super::runner::{self, Job, RunOutcome};
 use crate::environment::EnvSpec;
@@ -74,7 +74,7 @@ impl Volumes {
             .engine()
             .image_id(image)
             .await?
-            .ok_or_else(|| runner::image_missing(image, env))?;
+            .ok_or_else(|| image_missing(image, env))?;
         lock(&self.inner.image_ids).insert(image.to_string(), id.clone());
         Ok(id)
     }
@@ -119,7 +119,7 @@ impl Volumes {
                     lock(&self.inner.known).insert(name.clone());
                     return Ok(name);
                 }
-                Created::ImageMissing => return Err(runner::image_missing(self.image(env), env)),
+                Created::ImageMissing => return Err(image_missing(self.image(env), env)),
                 Created::NameTaken if Instant::now() < wait_until => {
                     tokio::time::sleep(SEED_POLL).await;
                 }
@@ -184,7 +184,7 @@ impl Volumes {
         if !run.succeeded() {
             return Err(SandboxError::Helper {
                 what: "prepare the environment volume",
-                detail: super::helpers::helper_detail(&run),
+                detail: run.failure_detail(),
             });
         }
         let marker = HashMap::from([(LABEL_ENV_READY.to_string(), volume.to_string())]);
