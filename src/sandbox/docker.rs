@@ -101,6 +101,18 @@ fn absent_ok<T>(r: Result<T, BollardError>) -> Result<Option<T>, BollardError> {
     }
 }
 
+/// Success for a 404 or 409 answer: what was asked for is already so (gone, not running, or
+/// being removed).
+fn settled_ok(r: Result<(), BollardError>) -> Result<(), BollardError> {
+    match r {
+        Err(BollardError::DockerResponseServerError {
+            status_code: 404 | 409,
+            ..
+        }) => Ok(()),
+        other => other,
+    }
+}
+
 #[async_trait]
 impl ContainerEngine for DockerEngine {
     async fn image_id(&self, image: &str) -> Result<Option<String>, EngineError> {
@@ -213,15 +225,9 @@ impl ContainerEngine for DockerEngine {
 
     async fn kill(&self, id: &str) -> Result<(), EngineError> {
         let options = KillContainerOptionsBuilder::new().signal("KILL").build();
+        // 404: gone; 409: not running.
         self.call("kill a container", Some(id), |c| async move {
-            match c.kill_container(id, Some(options)).await {
-                // 404: gone; 409: not running.
-                Err(BollardError::DockerResponseServerError {
-                    status_code: 404 | 409,
-                    ..
-                }) => Ok(()),
-                other => other,
-            }
+            settled_ok(c.kill_container(id, Some(options)).await)
         })
         .await
     }
@@ -231,15 +237,9 @@ impl ContainerEngine for DockerEngine {
             .force(true)
             .v(true)
             .build();
+        // 404: gone; 409: removal already in progress.
         self.call("remove a container", Some(id), |c| async move {
-            match c.remove_container(id, Some(options)).await {
-                // 404: gone; 409: removal already in progress.
-                Err(BollardError::DockerResponseServerError {
-                    status_code: 404 | 409,
-                    ..
-                }) => Ok(()),
-                other => other,
-            }
+            settled_ok(c.remove_container(id, Some(options)).await)
         })
         .await
     }
