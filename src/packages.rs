@@ -1,7 +1,10 @@
 //! Package arguments: what `install_dependencies` accepts (plain PEP 508 requirements, nothing an
 //! installer would read as an option, a URL or a path) and what `check_installed_packages` accepts
-//! (distribution or import names). Pure validation; refusals name the entry and the reason.
+//! (distribution or import names), and the [`InstallPlan`]: the installer argv lists (pip, uv or
+//! conda; batches, then per-package fallbacks) that install validated requirements into an
+//! environment. All pure; refusals name the entry and the reason.
 
+use std::collections::BTreeMap;
 use std::str::FromStr;
 
 use pep508_rs::{Requirement, VersionOrUrl};
@@ -66,6 +69,27 @@ pub fn validate_requirements(entries: &[String]) -> Result<Vec<ValidRequirement>
 /// One requirement: a name with optional extras, version specifiers and markers.
 pub fn validate_requirement(entry: &str) -> Result<ValidRequirement, PackageError> {
     let text = entry.trim();
+    check_form(entry, text)?;
+    check_names_a_package(entry, text)?;
+    let req = parse_pep508(entry, text)?;
+    let specifiers = version_specifiers(entry, &req)?;
+    let name = req.name.to_string();
+    let conda_spec = conda_spec(
+        &name,
+        req.extras.is_empty(),
+        req.marker.is_true(),
+        specifiers.as_deref(),
+    );
+    Ok(ValidRequirement {
+        text: text.to_string(),
+        name,
+        conda_spec,
+    })
+}
+
+/// The outer form of an entry (`text` is `entry` trimmed): not empty, not too long, no control
+/// characters, not an installer option.
+fn check_form(entry: &str, text: &str) -> Result<(), PackageError> {
     if text.is_empty() {
         return Err(refuse(entry, "empty entry"));
     }
@@ -84,6 +108,12 @@ pub fn validate_requirement(entry: &str) -> Result<ValidRequirement, PackageErro
             "starts with '-': installer options are not accepted, only requirements such as 'pandas>=2'",
         ));
     }
+    Ok(())
+}
+
+/// The entry names a package from the index: no URL, VCS reference, direct reference, local
+/// path, shell metacharacter or archive file name.
+fn check_names_a_package(entry: &str, text: &str) -> Result<(), PackageError> {
     let lower = text.to_ascii_lowercase();
     if lower.contains("://") || VCS_PREFIXES.iter().any(|p| lower.starts_with(p)) {
         return Err(refuse(
@@ -115,7 +145,15 @@ pub fn validate_requirement(entry: &str) -> Result<ValidRequirement, PackageErro
             "archive file names are not accepted; name a package",
         ));
     }
-    let req = Requirement::<pep508_rs::VerbatimUrl>::from_str(text).map_err(|e| {
+    Ok(())
+}
+
+/// Parses `text` as a PEP 508 requirement; the refusal quotes the parser's first line.
+fn parse_pep508(
+    entry: &str,
+    text: &str,
+) -> Result<Requirement<pep508_rs::VerbatimUrl>, PackageError> {
+    Requirement::<pep508_rs::VerbatimUrl>::from_str(text).map_err(|e| {
         refuse(
             entry,
             format!(
@@ -123,29 +161,23 @@ pub fn validate_requirement(entry: &str) -> Result<ValidRequirement, PackageErro
                 first_line(&e.to_string())
             ),
         )
-    })?;
-    let specifiers = match &req.version_or_url {
-        Some(VersionOrUrl::Url(_)) => {
-            return Err(refuse(
-                entry,
-                "direct references ('name @ url') are not accepted",
-            ));
-        }
-        Some(VersionOrUrl::VersionSpecifier(s)) => Some(s.to_string()),
-        None => None,
-    };
-    let name = req.name.to_string();
-    let conda_spec = conda_spec(
-        &name,
-        req.extras.is_empty(),
-        req.marker.is_true(),
-        specifiers.as_deref(),
-    );
-    Ok(ValidRequirement {
-        text: text.to_string(),
-        name,
-        conda_spec,
     })
+}
+
+/// The version specifiers as written by the parser (`>=1.26, <3`), if any; a direct reference
+/// is refused.
+fn version_specifiers(
+    entry: &str,
+    req: &Requirement<pep508_rs::VerbatimUrl>,
+) -> Result<Option<String>, PackageError> {
+    match &req.version_or_url {
+        Some(VersionOrUrl::Url(_)) => Err(refuse(
+            entry,
+            "direct references ('name @ url') are not accepted",
+        )),
+        Some(VersionOrUrl::VersionSpecifier(s)) => Ok(Some(s.to_string())),
+        None => Ok(None),
+    }
 }
 
 fn first_line(s: &str) -> &str {
@@ -217,9 +249,9 @@ pub struct Step {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct InstallPlan {
     pub steps: Vec<Step>,
-    pub fallback: std::collections::BTreeMap<String, Vec<Invocation>>,
+    pub fallback: BTreeMap<String, Vec<Invocation>>,
     /// Requirement → distribution name, to read versions before and after.
-    pub names: std::collections::BTreeMap<String, String>,
+    pub names: BTreeMap<String, String>,
 }
 
 fn pip(env: &EnvSpec, reqs: &[&str]) -> Invocation {
@@ -265,70 +297,94 @@ fn conda(env: &EnvSpec, specs: &[&str]) -> Invocation {
 /// The plan for installing `reqs` into `env` with its own installer: pip for venv, uv for
 /// venv-uv, conda for conda (pip inside the conda env for what conda cannot express or lacks).
 pub fn install_plan(env: &EnvSpec, reqs: &[ValidRequirement]) -> InstallPlan {
-    let texts: Vec<&str> = reqs.iter().map(|r| r.text.as_str()).collect();
-    let many = reqs.len() > 1;
-    let mut plan = InstallPlan {
-        steps: Vec::new(),
-        fallback: Default::default(),
+    let (steps, fallback) = match env.env_type {
+        EnvType::Venv | EnvType::VenvUv => venv_plan(env, reqs),
+        EnvType::Conda => conda_plan(env, reqs),
+    };
+    InstallPlan {
+        steps,
+        fallback,
         names: reqs
             .iter()
             .map(|r| (r.text.clone(), r.name.clone()))
             .collect(),
+    }
+}
+
+/// Per requirement, the invocations tried one by one when no batch installed it.
+type Fallback = BTreeMap<String, Vec<Invocation>>;
+
+/// A batch covering `packages`.
+fn step(invocation: Invocation, packages: &[&str]) -> Step {
+    Step {
+        invocation,
+        packages: packages.iter().map(|t| t.to_string()).collect(),
+    }
+}
+
+/// venv (pip) or venv-uv (uv): one batch of everything; with more than one requirement, each
+/// alone as its fallback.
+fn venv_plan(env: &EnvSpec, reqs: &[ValidRequirement]) -> (Vec<Step>, Fallback) {
+    let installer = if env.env_type == EnvType::Venv {
+        pip
+    } else {
+        uv
     };
-    match env.env_type {
-        EnvType::Venv | EnvType::VenvUv => {
-            let one = |r: &[&str]| {
-                if env.env_type == EnvType::Venv {
-                    pip(env, r)
-                } else {
-                    uv(env, r)
-                }
-            };
-            plan.steps.push(Step {
-                invocation: one(&texts),
-                packages: texts.iter().map(|t| t.to_string()).collect(),
-            });
-            if many {
-                for t in &texts {
-                    plan.fallback.insert(t.to_string(), vec![one(&[t])]);
-                }
-            }
-        }
-        EnvType::Conda => {
-            let (by_conda, by_pip): (Vec<&ValidRequirement>, Vec<&ValidRequirement>) =
-                reqs.iter().partition(|r| r.conda_spec.is_some());
-            if !by_conda.is_empty() {
-                let specs: Vec<&str> = by_conda
-                    .iter()
-                    .filter_map(|r| r.conda_spec.as_deref())
-                    .collect();
-                plan.steps.push(Step {
-                    invocation: conda(env, &specs),
-                    packages: by_conda.iter().map(|r| r.text.clone()).collect(),
-                });
-            }
-            if !by_pip.is_empty() {
-                let texts: Vec<&str> = by_pip.iter().map(|r| r.text.as_str()).collect();
-                plan.steps.push(Step {
-                    invocation: pip(env, &texts),
-                    packages: texts.iter().map(|t| t.to_string()).collect(),
-                });
-            }
-            for r in reqs {
-                let mut attempts = Vec::new();
-                if let Some(spec) = r.conda_spec.as_deref().filter(|_| by_conda.len() > 1) {
-                    attempts.push(conda(env, &[spec]));
-                }
-                if r.conda_spec.is_some() || by_pip.len() > 1 {
-                    attempts.push(pip(env, &[r.text.as_str()]));
-                }
-                if !attempts.is_empty() {
-                    plan.fallback.insert(r.text.clone(), attempts);
-                }
-            }
+    let texts: Vec<&str> = reqs.iter().map(|r| r.text.as_str()).collect();
+    let mut fallback = Fallback::new();
+    if reqs.len() > 1 {
+        for t in &texts {
+            fallback.insert(t.to_string(), vec![installer(env, &[t])]);
         }
     }
-    plan
+    (vec![step(installer(env, &texts), &texts)], fallback)
+}
+
+/// conda: one conda batch of what conda can express, one pip batch (inside the conda env) of
+/// the rest; see [`conda_fallback`].
+fn conda_plan(env: &EnvSpec, reqs: &[ValidRequirement]) -> (Vec<Step>, Fallback) {
+    let (by_conda, by_pip): (Vec<&ValidRequirement>, Vec<&ValidRequirement>) =
+        reqs.iter().partition(|r| r.conda_spec.is_some());
+    let mut steps = Vec::new();
+    if !by_conda.is_empty() {
+        let specs: Vec<&str> = by_conda
+            .iter()
+            .filter_map(|r| r.conda_spec.as_deref())
+            .collect();
+        let texts: Vec<&str> = by_conda.iter().map(|r| r.text.as_str()).collect();
+        steps.push(step(conda(env, &specs), &texts));
+    }
+    if !by_pip.is_empty() {
+        let texts: Vec<&str> = by_pip.iter().map(|r| r.text.as_str()).collect();
+        steps.push(step(pip(env, &texts), &texts));
+    }
+    let fallback = conda_fallback(env, reqs, by_conda.len(), by_pip.len());
+    (steps, fallback)
+}
+
+/// conda fallbacks: a conda requirement alone (when its batch held others), then pip; a
+/// pip-only requirement alone with pip (when its batch held others). A requirement whose batch
+/// was itself alone gets none.
+fn conda_fallback(
+    env: &EnvSpec,
+    reqs: &[ValidRequirement],
+    conda_batch: usize,
+    pip_batch: usize,
+) -> Fallback {
+    let mut fallback = Fallback::new();
+    for r in reqs {
+        let mut attempts = Vec::new();
+        if let Some(spec) = r.conda_spec.as_deref().filter(|_| conda_batch > 1) {
+            attempts.push(conda(env, &[spec]));
+        }
+        if r.conda_spec.is_some() || pip_batch > 1 {
+            attempts.push(pip(env, &[r.text.as_str()]));
+        }
+        if !attempts.is_empty() {
+            fallback.insert(r.text.clone(), attempts);
+        }
+    }
+    fallback
 }
 
 #[cfg(test)]
@@ -494,6 +550,73 @@ mod tests {
             let err = validate_requirement(entry).expect_err(entry).to_string();
             assert!(err.contains(why), "{entry:?}: {err} (expected {why:?})");
         }
+    }
+
+    fn reason(result: Result<(), PackageError>) -> String {
+        result.map_or_else(|e| e.to_string(), |()| "accepted".to_string())
+    }
+
+    #[test]
+    fn form_checks() {
+        assert_eq!(reason(check_form("six", "six")), "accepted");
+        assert!(reason(check_form("  ", "")).contains("empty entry"));
+        assert!(reason(check_form("-e .", "-e .")).contains("installer options"));
+        assert!(reason(check_form("six\n", "six")).contains("control character"));
+        let long = "a".repeat(MAX_REQUIREMENT_LEN + 1);
+        assert!(reason(check_form(&long, &long)).contains("longer than 200"));
+        // The length counts the entry as given, surrounding spaces included.
+        let padded = format!("{}six", " ".repeat(MAX_REQUIREMENT_LEN));
+        assert!(reason(check_form(&padded, "six")).contains("longer than"));
+    }
+
+    #[test]
+    fn package_name_checks() {
+        let check = |t: &str| reason(check_names_a_package(t, t));
+        assert_eq!(check("numpy>=1.26; python_version < '3.13'"), "accepted");
+        assert!(check("GIT+https://x/y").contains("URLs and VCS"));
+        assert!(check("svn+x").contains("URLs and VCS"));
+        assert!(check("pkg@x").contains("direct references"));
+        assert!(check(".pkg").contains("local paths"));
+        assert!(check("pkg%").contains("'%'"));
+        assert!(check("PKG.WHL").contains("archive file names"));
+    }
+
+    #[test]
+    fn parsed_specifiers() {
+        let req = parse_pep508("numpy >=1.26,<3", "numpy >=1.26,<3").unwrap();
+        assert_eq!(
+            version_specifiers("numpy", &req).unwrap().as_deref(),
+            Some(">=1.26, <3")
+        );
+        let req = parse_pep508("six", "six").unwrap();
+        assert_eq!(version_specifiers("six", &req).unwrap(), None);
+        let err = parse_pep508("a b", "a b").unwrap_err().to_string();
+        assert!(err.contains("not a valid requirement (PEP 508): "), "{err}");
+        assert!(!err.contains('\n'), "{err}");
+    }
+
+    #[test]
+    fn venv_and_conda_parts() {
+        let env = EnvSpec::default_for(EnvType::VenvUv);
+        let (steps, fallback) = venv_plan(&env, &reqs(&["six", "attrs"]));
+        assert_eq!(steps.len(), 1);
+        assert_eq!(steps[0].packages, ["six", "attrs"]);
+        assert_eq!(fallback["attrs"][0].via, "uv");
+        assert_eq!(fallback["attrs"][0].argv.last().unwrap(), "attrs");
+
+        let env = EnvSpec::new(EnvType::Conda, Some("work")).unwrap();
+        let both = reqs(&["numpy", "six", "rich[jupyter]", "attrs~=23.1"]);
+        let fallback = conda_fallback(&env, &both, 2, 2);
+        let vias = |k: &str| fallback[k].iter().map(|i| i.via).collect::<Vec<_>>();
+        assert_eq!(vias("numpy"), ["conda", "pip"]);
+        assert_eq!(vias("rich[jupyter]"), ["pip"]);
+        assert_eq!(fallback["numpy"][0].argv.last().unwrap(), "numpy");
+        let alone = conda_fallback(&env, &reqs(&["numpy", "rich[jupyter]"]), 1, 1);
+        assert_eq!(alone.keys().collect::<Vec<_>>(), ["numpy"]);
+        assert_eq!(alone["numpy"][0].via, "pip");
+        let (steps, _) = conda_plan(&env, &both);
+        assert_eq!(steps[0].packages, ["numpy", "six"]);
+        assert_eq!(steps[1].packages, ["rich[jupyter]", "attrs~=23.1"]);
     }
 
     #[test]
