@@ -8,8 +8,8 @@
 //! - [`packages`]: validation of requirements and package names (pure).
 //! - [`sandbox`]: running one program in a container (`policy` decides the settings, `docker` is
 //!   the only code that talks to Docker, `output` caps what programs print).
-//! - [`tools`]: the tool contract as Rust types (arguments and results; schemas come from them).
-//! - [`server`]: the MCP tool handlers.
+//! - [`server`]: the MCP tool handlers; [`server::contract`] is the tool contract as Rust types
+//!   (arguments and results; schemas come from them).
 //! - [`error`]: typed errors.
 //!
 //! [`serve`] serves MCP on stdin/stdout until the client leaves or a signal arrives, then removes
@@ -23,7 +23,6 @@ pub mod packages;
 pub mod sandbox;
 pub mod server;
 pub mod storage;
-pub mod tools;
 
 use std::sync::Arc;
 
