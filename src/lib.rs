@@ -3,7 +3,8 @@
 //!
 //! The house, top to bottom (one way down, no cycles):
 //! - [`app`]: serve stdio or run a maintenance command; wires the Docker engine in.
-//! - [`server`]: the MCP tool handlers, the wire contract, one error mapping.
+//! - [`server`]: the MCP tool handlers, the wire contract ([`server::contract`]), one error
+//!   mapping.
 //! - [`storage`]: the storage directory; confined, no-follow file operations.
 //! - [`packages`]: validation of requirements and package names, install plans (pure).
 //! - [`sandbox`]: running programs in containers — pool, environment volumes, runner,
@@ -23,4 +24,3 @@ pub mod packages;
 pub mod sandbox;
 pub mod server;
 pub mod storage;
-pub mod tools;

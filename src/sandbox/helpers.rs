@@ -25,7 +25,7 @@ const INSTALL: &str = include_str!("scripts/install.py");
 const CHECK: &str = include_str!("scripts/check.py");
 
 /// What became of one requested package.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PackageStatus {
     /// Was absent, is installed now.
@@ -39,7 +39,7 @@ pub enum PackageStatus {
 }
 
 /// One requested package after an install.
-#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PackageOutcome {
     /// The requirement as given.
     pub requirement: String,
@@ -65,7 +65,7 @@ pub struct InstallOutcome {
 }
 
 /// One name looked up by `check_installed_packages`.
-#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PackageInfo {
     /// The name as given.
     pub package: String,

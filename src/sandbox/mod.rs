@@ -152,6 +152,11 @@ impl Sandbox {
         result
     }
 
+    /// The isolation a run container of `env` gets, in words read off its settings.
+    pub fn isolation(&self, env: &EnvSpec) -> Vec<String> {
+        policy::isolation_summary(&self.settings.run_spec(env))
+    }
+
     /// Checks that the engine answers and the image of `env` exists.
     pub async fn check_image(&self, env: &EnvSpec) -> Result<(), SandboxError> {
         self.volumes.forget_image(env);

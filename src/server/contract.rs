@@ -1,13 +1,17 @@
 //! The tool contract as Rust types: arguments (input schemas) and results (output schemas), with
 //! the original server's names and fields plus the ones it lacked (DESIGN §1). Schemas are
 //! generated from these types; a golden test pins them.
+//!
+//! The contract owns every type it puts on the wire: the limits and the package reports are
+//! copies of the internal types (same names, fields and docs, hence the same schemas), so that
+//! internal types can change without changing what clients see. The rooms that report them
+//! convert (`From`): `environment` the limits, `packages` the package reports. Only `EnvType`,
+//! a plain value, is shared.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::environment::{EnvSpec, EnvType, Environments};
-use crate::limits::{Images, Limits};
-use crate::sandbox::helpers::{PackageInfo, PackageOutcome};
+use crate::environment::EnvType;
 
 // ---------------------------------------------------------------- arguments
 
@@ -259,26 +263,6 @@ pub struct EnvReport {
     pub interpreter: String,
 }
 
-impl EnvReport {
-    pub fn new(spec: &EnvSpec, images: &Images) -> Self {
-        let loc = Some(spec.location().to_string());
-        EnvReport {
-            env_type: spec.env_type,
-            conda_name: (spec.env_type == EnvType::Conda)
-                .then(|| loc.clone())
-                .flatten(),
-            venv_path: (spec.env_type == EnvType::Venv)
-                .then(|| loc.clone())
-                .flatten(),
-            uv_venv_path: (spec.env_type == EnvType::VenvUv)
-                .then(|| loc.clone())
-                .flatten(),
-            image: images.for_type(spec.env_type).to_string(),
-            interpreter: spec.interpreter(),
-        }
-    }
-}
-
 /// Result of `configure_environment`.
 #[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
 pub struct ConfigureResult {
@@ -322,37 +306,73 @@ pub struct ConfigResult {
     pub config: Option<ConfigReport>,
 }
 
-impl ConfigReport {
-    pub fn new(
-        envs: &Environments,
-        images: &Images,
-        storage: &str,
-        limits: &Limits,
-        run_as: (u32, u32),
-    ) -> Self {
-        ConfigReport {
-            active: EnvReport::new(envs.active_spec(), images),
-            environments: EnvType::ALL
-                .iter()
-                .map(|t| EnvReport::new(envs.spec(*t), images))
-                .collect(),
-            code_storage_dir: storage.to_string(),
-            limits: limits.clone(),
-            run_as: format!("{}:{}", run_as.0, run_as.1),
-            isolation: [
-                "network none",
-                "all capabilities dropped",
-                "no-new-privileges",
-                "non-root user",
-                "read-only root filesystem, size-limited /tmp",
-                "memory (no swap), CPU and pids limits",
-                "init reaps processes; wall-clock deadline",
-                "allow-listed environment variables",
-                "only the storage directory is mounted",
-            ]
-            .into_iter()
-            .map(String::from)
-            .collect(),
-        }
-    }
+/// Resource limits applied to every run container.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Limits {
+    /// Wall-clock limit of one run, seconds.
+    pub timeout_secs: u64,
+    /// Memory (and memory + swap) limit, bytes.
+    pub memory_bytes: i64,
+    /// CPU limit, in CPUs.
+    pub cpus: f64,
+    /// Maximum processes/threads.
+    pub pids: i64,
+    /// Bytes kept per output stream.
+    pub output_bytes: usize,
+    /// Size of the writable /tmp, bytes.
+    pub tmpfs_bytes: i64,
+    /// Largest code or file content accepted, bytes.
+    pub max_code_bytes: usize,
+    /// Largest file a program may write, bytes.
+    pub max_file_bytes: i64,
+}
+
+/// What became of one requested package.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PackageStatus {
+    /// Was absent, is installed now.
+    Installed,
+    /// Was there already with the same version.
+    AlreadyPresent,
+    /// Was there with another version, which was replaced.
+    Upgraded,
+    /// The installer could not install it.
+    Failed,
+}
+
+/// One requested package after an install.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct PackageOutcome {
+    /// The requirement as given.
+    pub requirement: String,
+    /// The distribution name.
+    pub name: String,
+    pub status: PackageStatus,
+    /// Installed version afterwards (absent when not installed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Version before the install, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub previous_version: Option<String>,
+    /// The installer that installed it (pip, uv, conda).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
+}
+
+/// One name looked up by `check_installed_packages`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct PackageInfo {
+    /// The name as given.
+    pub package: String,
+    pub installed: bool,
+    /// How it was found: `distribution` (a distribution name), `import` (an import name of a
+    /// distribution), `module` (a module with no distribution, such as the standard library).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub found_as: Option<String>,
+    /// The distribution that provides it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distribution: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
 }
