@@ -111,8 +111,10 @@ impl Series {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let root = env!("CARGO_MANIFEST_DIR");
-    let bin = std::env::var("MCP_CODE_EXECUTOR_BIN")
-        .unwrap_or_else(|_| format!("{root}/target/release/mcp-code-executor"));
+    let bin = std::env::var("MCP_CODE_EXECUTOR_BIN").unwrap_or_else(|_| {
+        let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| format!("{root}/target"));
+        format!("{target}/release/mcp-code-executor")
+    });
     let rounds: usize = std::env::var("BENCH_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())

@@ -25,8 +25,10 @@ print("python", platform.python_version(), "in", sys.prefix)
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let root = env!("CARGO_MANIFEST_DIR");
-    let bin = std::env::var("MCP_CODE_EXECUTOR_BIN")
-        .unwrap_or_else(|_| format!("{root}/target/release/mcp-code-executor"));
+    let bin = std::env::var("MCP_CODE_EXECUTOR_BIN").unwrap_or_else(|_| {
+        let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| format!("{root}/target"));
+        format!("{target}/release/mcp-code-executor")
+    });
     let storage =
         std::env::var("CODE_STORAGE_DIR").unwrap_or_else(|_| format!("{root}/demo-output"));
     let mut cmd = Command::new(&bin);

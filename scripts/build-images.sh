@@ -150,7 +150,7 @@ build_server() {
   (cd "$ROOT" && cargo build --release --locked --quiet) || die "cargo build failed"
   ctx=$(mktemp -d)
   cp "$ROOT/images/server/Dockerfile.prebuilt" "$ctx/Dockerfile"
-  cp "$ROOT/target/release/mcp-code-executor" "$ctx/"
+  cp "${CARGO_TARGET_DIR:-$ROOT/target}/release/mcp-code-executor" "$ctx/"
   strip "$ctx/mcp-code-executor" 2>/dev/null || true
   hash=$( { (cd "$ctx" && find . -type f | LC_ALL=C sort | xargs cat); docker image inspect -f '{{.Id}}' "$base"; } |
     sha256sum | cut -c1-16)

@@ -16,7 +16,7 @@ else
   say "step 1/3: checking the venv image (rebuilt only if its inputs changed)"
 fi
 scripts/build-images.sh venv
-if [ ! -x target/release/mcp-code-executor ]; then
+if [ ! -x "${CARGO_TARGET_DIR:-target}/release/mcp-code-executor" ]; then
   say "step 2/3: compiling the server (cargo build --release); the first time about 3-5 minutes on 2 cores"
 else
   say "step 2/3: compiling the server (cargo build --release; quick when nothing changed)"
