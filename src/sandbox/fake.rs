@@ -5,15 +5,18 @@
 //! `tokio::io::duplex` pipe whose JSON header line the fake reads like `runner.py` (taking the
 //! end marker from it), output is an mpsc-backed stream. Switches make the engine go away (at
 //! once, after N calls, or mid-run), so the paths where Docker disappears can be tested.
-//! Longer than most files: one trait impl plus its test helpers belong together.
+//! Here: the engine itself; [`script`]: what a started container does; [`control`]: what
+//! tests steer and read back.
+
+mod control;
+mod script;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader, DuplexStream};
+use tokio::io::DuplexStream;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -24,102 +27,7 @@ use super::engine::{
 use super::labels::LABEL_PURPOSE;
 use super::lifecycle::{lock, unix_now};
 use crate::error::EngineError;
-
-/// What a started container does. All but `Idle` first read the runner's input like
-/// `runner.py` (the JSON header line, then the source until stdin closes).
-#[derive(Debug, Clone, PartialEq)]
-pub enum Behaviour {
-    /// Prints, then ends by itself: `"\n<marker>:<status>\n"` on both streams, exit `status`.
-    Exits {
-        stdout: String,
-        stderr: String,
-        status: i64,
-    },
-    /// Prints, then stops WITHOUT a marker (killed, OOM, `os._exit`): inspect tells the rest.
-    Dies {
-        stdout: String,
-        stderr: String,
-        exit_code: Option<i64>,
-        oom: bool,
-    },
-    /// Never prints the marker and never ends until killed (exit 137).
-    Hangs,
-    /// Prints this many bytes of stdout, in 64 KiB chunks, then ends with status 0.
-    Floods(usize),
-    /// Prints nothing and ends (exit 0) when stdin closes: the sentinel.
-    Idle,
-    /// Prints `stdout`, then the output stream fails with `Unavailable` (with `down`, every
-    /// later call fails too); the container keeps running until killed.
-    Cut { stdout: String, down: bool },
-    /// Anything else, step by step; without a final `Exit` the container hangs until killed.
-    Steps(Vec<Step>),
-}
-
-/// One step of a script. In text, `{marker}` stands for the marker from the header.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Step {
-    Out(String),
-    Err(String),
-    /// Stdout text, one byte per chunk.
-    OutBytewise(String),
-    Flood(usize),
-    Pause(Duration),
-    /// The output stream fails with `Unavailable`; with `down` the whole engine goes away.
-    Cut {
-        down: bool,
-    },
-    /// The container stops with this state (the stream ends).
-    Exit {
-        code: Option<i64>,
-        oom: bool,
-    },
-}
-
-impl Behaviour {
-    /// A program that prints `stdout` and exits 0.
-    pub fn ok(stdout: &str) -> Self {
-        Behaviour::Exits {
-            stdout: stdout.into(),
-            stderr: String::new(),
-            status: 0,
-        }
-    }
-
-    fn steps(self) -> Vec<Step> {
-        let marker = |s: i64| format!("\n{{marker}}:{s}\n");
-        let exit = |code: Option<i64>, oom| Step::Exit { code, oom };
-        match self {
-            Behaviour::Exits {
-                stdout,
-                stderr,
-                status,
-            } => vec![
-                Step::Out(stdout),
-                Step::Err(stderr),
-                Step::Out(marker(status)),
-                Step::Err(marker(status)),
-                exit(Some(status), false),
-            ],
-            Behaviour::Dies {
-                stdout,
-                stderr,
-                exit_code,
-                oom,
-            } => {
-                vec![Step::Out(stdout), Step::Err(stderr), exit(exit_code, oom)]
-            }
-            Behaviour::Floods(n) => vec![
-                Step::Flood(n),
-                Step::Out(marker(0)),
-                Step::Err(marker(0)),
-                exit(Some(0), false),
-            ],
-            Behaviour::Cut { stdout, down } => vec![Step::Out(stdout), Step::Cut { down }],
-            Behaviour::Steps(steps) => steps,
-            Behaviour::Hangs | Behaviour::Idle => Vec::new(),
-        }
-    }
-}
+pub use script::{Behaviour, Step};
 
 type Tx = mpsc::UnboundedSender<Result<OutputChunk, EngineError>>;
 type Chooser = Box<dyn Fn(&str, &ContainerSpec) -> Option<Behaviour> + Send>;
@@ -204,23 +112,7 @@ pub struct FakeEngine {
     state: Arc<Mutex<State>>,
 }
 
-impl std::fmt::Debug for FakeEngine {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("FakeEngine")
-    }
-}
-
-pub fn unavailable() -> EngineError {
-    EngineError::Unavailable {
-        source: "the fake engine is down".into(),
-    }
-}
-
 impl FakeEngine {
-    pub fn new() -> Arc<Self> {
-        Arc::new(Self::default())
-    }
-
     /// Records a call; fails it when the engine is (or just went) down.
     fn enter(&self, call: String) -> Result<MutexGuard<'_, State>, EngineError> {
         let mut st = lock(&self.state);
@@ -232,147 +124,17 @@ impl FakeEngine {
         }
         if st.down { Err(unavailable()) } else { Ok(st) }
     }
+}
 
-    pub fn add_image(&self, name: &str) -> String {
-        let id = format!("sha256:image-{name}");
-        lock(&self.state)
-            .images
-            .insert(name.to_string(), id.clone());
-        id
+impl std::fmt::Debug for FakeEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FakeEngine")
     }
+}
 
-    /// The next started container does `b` (queued in order, before the chooser).
-    pub fn push(&self, b: Behaviour) {
-        lock(&self.state).queue.push_back(b);
-    }
-
-    /// Chooses the behaviour of each started container from its name and spec.
-    pub fn behave(&self, f: impl Fn(&str, &ContainerSpec) -> Option<Behaviour> + Send + 'static) {
-        lock(&self.state).chooser = Some(Box::new(f));
-    }
-
-    /// Every call fails with `Unavailable` (true) or is answered again (false).
-    pub fn set_down(&self, down: bool) {
-        let mut st = lock(&self.state);
-        (st.down, st.down_after) = (down, None);
-    }
-
-    /// The next `n` calls are answered, every later one fails with `Unavailable`.
-    pub fn down_after(&self, n: usize) {
-        lock(&self.state).down_after = Some(n);
-    }
-
-    /// Fails every open output stream with `Unavailable` (the daemon restarted).
-    pub fn cut_streams(&self) {
-        lock(&self.state)
-            .containers
-            .iter()
-            .for_each(|c| c.cut.cancel());
-    }
-
-    /// Every call so far, in order, as `"<op> <target>"`.
-    pub fn calls(&self) -> Vec<String> {
-        lock(&self.state).calls.clone()
-    }
-
-    /// The operations called on container `id`, in order.
-    pub fn ops_on(&self, id: &str) -> Vec<String> {
-        let calls = self.calls();
-        let on = |c: &String| c.split(' ').nth(1) == Some(id);
-        calls
-            .iter()
-            .filter(|c| on(c))
-            .filter_map(|c| c.split(' ').next().map(String::from))
-            .collect()
-    }
-
-    /// Ids of the containers still present.
-    pub fn containers(&self) -> Vec<String> {
-        let st = lock(&self.state);
-        st.containers
-            .iter()
-            .filter(|c| !c.removed)
-            .map(|c| c.id.clone())
-            .collect()
-    }
-
-    /// Ids of every container ever created, in order, removed or not.
-    pub fn created(&self) -> Vec<String> {
-        lock(&self.state)
-            .containers
-            .iter()
-            .map(|c| c.id.clone())
-            .collect()
-    }
-
-    /// Containers ever created with this purpose label.
-    pub fn count_created(&self, purpose: &str) -> usize {
-        let st = lock(&self.state);
-        st.containers
-            .iter()
-            .filter(|c| {
-                c.spec
-                    .labels
-                    .get(LABEL_PURPOSE)
-                    .is_some_and(|p| p == purpose)
-            })
-            .count()
-    }
-
-    /// `(name, spec, running)` of a container, removed or not.
-    pub fn container(&self, id: &str) -> Option<(String, ContainerSpec, bool)> {
-        let st = lock(&self.state);
-        let c = st.containers.iter().find(|c| c.id == id)?;
-        Some((c.name.clone(), c.spec.clone(), *c.running.borrow()))
-    }
-
-    /// The JSON header and source the container's runner received.
-    pub fn received(&self, id: &str) -> Option<(serde_json::Value, String)> {
-        lock(&self.state)
-            .containers
-            .iter()
-            .find(|c| c.id == id)?
-            .received
-            .clone()
-    }
-
-    /// A container made by someone else (another server); `created` in Unix seconds.
-    pub fn add_container(
-        &self,
-        name: &str,
-        labels: HashMap<String, String>,
-        running: bool,
-        created: i64,
-    ) -> String {
-        let spec = ContainerSpec {
-            labels,
-            ..Default::default()
-        };
-        let mut st = lock(&self.state);
-        let id = new_container(&mut st, spec, name, created);
-        if let Some(c) = st.find(&id) {
-            c.running.send_replace(running);
-        }
-        id
-    }
-
-    pub fn volumes(&self) -> Vec<String> {
-        lock(&self.state).volumes.keys().cloned().collect()
-    }
-
-    pub fn add_archive(&self, path: &str, tar: Bytes) {
-        lock(&self.state).archives.insert(path.to_string(), tar);
-    }
-
-    /// Polls until `f` holds (background work settles), for at most 2 s; whether it held.
-    pub async fn until(&self, f: impl Fn(&FakeEngine) -> bool) -> bool {
-        for _ in 0..200 {
-            if f(self) {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        f(self)
+pub fn unavailable() -> EngineError {
+    EngineError::Unavailable {
+        source: "the fake engine is down".into(),
     }
 }
 
@@ -393,110 +155,6 @@ fn new_container(st: &mut State, spec: ContainerSpec, name: &str, created: i64) 
         received: None,
     });
     id
-}
-
-/// The container's "process": plays its behaviour until it exits, is killed or is cut off.
-async fn process(
-    state: Arc<Mutex<State>>,
-    id: String,
-    b: Behaviour,
-    io: Option<(DuplexStream, Tx)>,
-    killed: CancellationToken,
-    cut: CancellationToken,
-) {
-    let (stdin, mut out) = io.map_or((None, None), |(i, o)| (Some(i), Some(o)));
-    enum Stop {
-        Exit(Option<i64>, bool),
-        Killed,
-        Cut,
-    }
-    let stop = tokio::select! {
-        (code, oom) = play(&state, &id, b, stdin, &mut out) => Stop::Exit(code, oom),
-        _ = killed.cancelled() => Stop::Killed,
-        _ = cut.cancelled() => Stop::Cut,
-    };
-    match stop {
-        Stop::Exit(code, oom) => {
-            if let Some(c) = lock(&state).find(&id) {
-                c.stop(code, oom);
-            }
-        }
-        Stop::Killed => {}
-        Stop::Cut => {
-            if let Some(tx) = out.take() {
-                let _ = tx.send(Err(unavailable()));
-            }
-            killed.cancelled().await;
-        }
-    }
-}
-
-async fn play(
-    state: &Mutex<State>,
-    id: &str,
-    b: Behaviour,
-    stdin: Option<DuplexStream>,
-    out: &mut Option<Tx>,
-) -> (Option<i64>, bool) {
-    let idle = b == Behaviour::Idle;
-    let Some(mut stdin) = stdin else {
-        return std::future::pending().await;
-    };
-    if idle {
-        let _ = stdin.read_to_end(&mut Vec::new()).await;
-        return (Some(0), false);
-    }
-    let mut reader = BufReader::new(stdin);
-    let (mut line, mut source) = (String::new(), String::new());
-    let _ = reader.read_line(&mut line).await;
-    let Ok(header) = serde_json::from_str::<serde_json::Value>(&line) else {
-        return (Some(0), false); // no program: runner.py leaves with os._exit(0)
-    };
-    let _ = reader.read_to_string(&mut source).await;
-    let marker = header["marker"].as_str().unwrap_or_default().to_string();
-    if let Some(c) = lock(state).find(id) {
-        c.received = Some((header, source));
-    }
-    let send = |out: &Option<Tx>, chunk: OutputChunk| {
-        if let Some(tx) = out {
-            let _ = tx.send(Ok(chunk));
-        }
-    };
-    let text = |s: &str| Bytes::from(s.replace("{marker}", &marker));
-    for step in b.steps() {
-        match step {
-            Step::Out(s) if !s.is_empty() => send(out, OutputChunk::Stdout(text(&s))),
-            Step::Err(s) if !s.is_empty() => send(out, OutputChunk::Stderr(text(&s))),
-            Step::Out(_) | Step::Err(_) => {}
-            Step::OutBytewise(s) => text(&s)
-                .iter()
-                .for_each(|b| send(out, OutputChunk::Stdout(Bytes::copy_from_slice(&[*b])))),
-            Step::Flood(n) => {
-                let block: Vec<u8> = (0..65536)
-                    .map(|i| if i % 64 == 63 { b'\n' } else { b'x' })
-                    .collect();
-                for at in (0..n).step_by(block.len()) {
-                    send(
-                        out,
-                        OutputChunk::Stdout(Bytes::copy_from_slice(
-                            &block[..(n - at).min(block.len())],
-                        )),
-                    );
-                    tokio::task::yield_now().await;
-                }
-            }
-            Step::Pause(d) => tokio::time::sleep(d).await,
-            Step::Cut { down } => {
-                lock(state).down |= down;
-                if let Some(tx) = out.take() {
-                    let _ = tx.send(Err(unavailable()));
-                }
-            }
-            Step::Exit { code, oom } => return (code, oom),
-        }
-        tokio::task::yield_now().await;
-    }
-    std::future::pending().await
 }
 
 #[async_trait]
@@ -552,7 +210,7 @@ impl ContainerEngine for FakeEngine {
         let (name, spec, io) = (c.name.clone(), c.spec.clone(), c.io.take());
         let (killed, cut) = (c.killed.clone(), c.cut.clone());
         let b = st.choose(&name, &spec);
-        tokio::spawn(process(
+        tokio::spawn(script::process(
             Arc::clone(&self.state),
             id.to_string(),
             b,
