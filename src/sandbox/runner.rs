@@ -354,7 +354,8 @@ async fn collect(
                     None => break,
                 };
                 stream.push(&bytes);
-                if let Some(last) = job.last_line {
+                // The chunk carrying the end marker is not progress (the marker line would show).
+                if let Some(last) = job.last_line.filter(|_| stream.status().is_none()) {
                     note_last_line(last, partial, &bytes);
                 }
                 if c.stdout.status().is_some() && c.stderr.status().is_some() { break; }
