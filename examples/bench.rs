@@ -1,8 +1,10 @@
 //! Benchmark: drives the real server binary over MCP stdio and compares, in one interleaved run
 //! (these machines are noisy: only ratios measured together mean anything):
 //! host `python3 -c`, `docker run --rm` with the same limits, our warm path (pool), our cold
-//! path (POOL_SIZE=0), a numpy+pandas run warm vs cold, a burst of 8 concurrent calls, the
-//! server's idle memory and its time to answer `initialize`.
+//! path (POOL_SIZE=0), a numpy+pandas run warm vs cold, a call in a live session, work on a
+//! DataFrame made in an earlier session call vs the same work one-shot (reload included),
+//! `create_session`, a burst of 8 concurrent calls, the server's idle memory and its time to
+//! answer `initialize`.
 //!
 //!   scripts/bench.sh            (builds in release mode, then runs this)
 //!
@@ -21,6 +23,10 @@ use tokio::process::Command;
 
 const TRIVIAL: &str = "print(1+1)";
 const DATA: &str = "import numpy, pandas\nprint(pandas.DataFrame({'a': numpy.arange(3)}).a.sum())";
+/// Makes the DataFrame a session keeps (and one-shot runs make again every time).
+const LOAD: &str = "import numpy, pandas\nrng = numpy.random.default_rng(0)\ndf = pandas.DataFrame(rng.random((200_000, 8)))\n";
+/// The work on it.
+const WORK: &str = "print(round(float(df.describe().loc['mean'].sum()), 3))\n";
 
 struct Server {
     client: RunningService<RoleClient, ()>,
@@ -45,15 +51,27 @@ async fn start(bin: &str, storage: &str, pool: usize) -> anyhow::Result<Server> 
 }
 
 async fn call(s: &Server, code: &str) -> anyhow::Result<(Duration, Value)> {
-    let args = json!({ "code": code });
-    let params = CallToolRequestParams::new("execute_code")
+    tool(s, "execute_code", json!({ "code": code })).await
+}
+
+async fn call_in(s: &Server, session: &str, code: &str) -> anyhow::Result<(Duration, Value)> {
+    tool(
+        s,
+        "execute_code",
+        json!({ "code": code, "session_id": session }),
+    )
+    .await
+}
+
+async fn tool(s: &Server, name: &'static str, args: Value) -> anyhow::Result<(Duration, Value)> {
+    let params = CallToolRequestParams::new(name)
         .with_arguments(args.as_object().cloned().unwrap_or_default());
     let t0 = Instant::now();
     let result = s.client.call_tool(params).await?;
     let took = t0.elapsed();
     let body = result.structured_content.unwrap_or_default();
     if result.is_error == Some(true) {
-        bail!("run failed: {body}");
+        bail!("{name} failed: {body}");
     }
     Ok((took, body))
 }
@@ -176,6 +194,14 @@ async fn main() -> anyhow::Result<()> {
     call(&cold, TRIVIAL).await?;
     tokio::time::sleep(Duration::from_secs(3)).await;
 
+    let (_, created) = tool(&warm, "create_session", json!({ "name": "bench" })).await?;
+    let sid = created["session_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    call_in(&warm, &sid, LOAD).await?;
+    let (mut sess, mut sdata, mut odata) =
+        (Series::default(), Series::default(), Series::default());
     let (mut host, mut drun, mut w, mut c, mut wdata, mut cdata, mut rt, mut wserver, mut cserver) =
         Default::default();
     let (host, drun, w, c, wdata, cdata, rt, wserver, cserver): (
@@ -214,10 +240,14 @@ async fn main() -> anyhow::Result<()> {
             body["duration_ms"].as_u64().unwrap_or(0),
         ));
         rt.push(mcp_roundtrip(&warm).await?);
+        sess.push(call_in(&warm, &sid, TRIVIAL).await?.0);
+        sdata.push(call_in(&warm, &sid, WORK).await?.0);
         // Let the pool refill, as it does between an agent's calls.
         tokio::time::sleep(Duration::from_millis(1500)).await;
         wdata.push(call(&warm, DATA).await?.0);
         cdata.push(call(&cold, DATA).await?.0);
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        odata.push(call(&warm, &format!("{LOAD}{WORK}")).await?.0);
         tokio::time::sleep(Duration::from_millis(1500)).await;
     }
     eprintln!();
@@ -228,6 +258,16 @@ async fn main() -> anyhow::Result<()> {
     let burst = futures_util::future::join_all((0..8).map(|_| call(&warm, TRIVIAL))).await;
     let burst_wall = t0.elapsed();
     let burst_failures = burst.iter().filter(|r| r.is_err()).count();
+
+    // Creating sessions (each closed again).
+    let mut create = Series::default();
+    for _ in 0..5 {
+        let (d, made) = tool(&warm, "create_session", json!({})).await?;
+        create.push(d);
+        let id = made["session_id"].as_str().unwrap_or_default();
+        tool(&warm, "close_session", json!({ "session_id": id })).await?;
+    }
+    tool(&warm, "close_session", json!({ "session_id": sid })).await?;
 
     // Idle memory and time to initialize (fresh servers).
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -274,6 +314,16 @@ async fn main() -> anyhow::Result<()> {
         "{}",
         row("cold: server-side run time (duration_ms)", cserver)
     );
+    println!("{}", row("session call `print(1+1)`", &sess));
+    println!(
+        "{}",
+        row("session: work on a DataFrame made earlier", &sdata)
+    );
+    println!(
+        "{}",
+        row("one-shot (warm): make the DataFrame, same work", &odata)
+    );
+    println!("{}", row("create_session", &create));
     println!("{}", row("time to answer `initialize`", &init));
     println!();
     println!("- cold / docker run: {:.2}×", c.median() / drun.median());
@@ -285,6 +335,10 @@ async fn main() -> anyhow::Result<()> {
         "- burst of 8 concurrent calls (pool of 2, MAX_CONCURRENT_RUNS=4): {:.0} ms wall, {:.1} runs/s, {burst_failures} failed",
         burst_wall.as_secs_f64() * 1000.0,
         8.0 / burst_wall.as_secs_f64()
+    );
+    println!(
+        "- session: reusing the DataFrame is {:.1}× faster than one-shot with reload",
+        odata.median() / sdata.median()
     );
     println!("- idle server RSS: {:.1} MiB", idle_rss as f64 / 1024.0);
     warm.client.cancel().await?;

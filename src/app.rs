@@ -153,8 +153,9 @@ pub async fn serve(config: Config) -> Result<(), Error> {
         instance = state.sandbox.instance(),
         "mcp-code-executor ready"
     );
-    tokio::spawn(prepare_in_background(Arc::clone(&state)));
+    let background = tokio::spawn(prepare_in_background(Arc::clone(&state)));
     let served = serve_stdio(Arc::clone(&state)).await;
+    background.abort();
     state.sandbox.close();
     match state.sandbox.remove_own().await {
         Ok(0) => {}
@@ -164,8 +165,13 @@ pub async fn serve(config: Config) -> Result<(), Error> {
     served
 }
 
-/// Starts the sentinel, removes leftovers of servers that died (even by SIGKILL) and fills the
-/// pool, in the background, so that `initialize` is answered at once.
+/// How often the server sweeps for leftovers (containers of servers that died after this one
+/// started, stopped sessions) and reaps idle sessions.
+const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Starts the sentinel, removes leftovers of servers that died (even by SIGKILL), adopts the
+/// storage folder's live sessions and fills the pool, in the background, so that `initialize`
+/// is answered at once; then sweeps periodically for as long as the server runs.
 async fn prepare_in_background(state: Arc<State>) {
     let sandbox = &state.sandbox;
     if let Err(e) = sandbox
@@ -174,12 +180,31 @@ async fn prepare_in_background(state: Arc<State>) {
     {
         tracing::warn!("could not start the sentinel container: {e}");
     }
-    match sandbox.remove_leftovers().await {
+    sweep(&state).await;
+    match sandbox.adopt_sessions().await {
         Ok(0) => {}
-        Ok(n) => tracing::info!("removed {n} leftover container(s) of earlier servers"),
-        Err(e) => tracing::warn!("could not check for leftover containers: {e}"),
+        Ok(n) => tracing::info!("found {n} live session(s) of this storage folder"),
+        Err(e) => tracing::warn!("could not look for live sessions: {e}"),
     }
     state.warm_up();
+    loop {
+        tokio::time::sleep(SWEEP_EVERY).await;
+        sweep(&state).await;
+    }
+}
+
+/// One sweep: leftovers of dead servers, stopped sessions, idle sessions.
+async fn sweep(state: &State) {
+    match state.sandbox.remove_leftovers().await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!("removed {n} leftover container(s)"),
+        Err(e) => tracing::debug!("could not check for leftover containers: {e}"),
+    }
+    match state.sandbox.reap_sessions().await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!("ended {n} idle session(s)"),
+        Err(e) => tracing::debug!("could not end idle sessions: {e}"),
+    }
 }
 
 /// Serves MCP on stdin/stdout until the client leaves, SIGTERM or SIGINT.

@@ -13,9 +13,10 @@ pub use values::{parse_size, parse_user};
 use crate::environment::{EnvSpec, EnvType, Environments};
 use crate::error::ConfigError;
 use crate::limits::{Images, InstallSource, Limits};
+use crate::sandbox::sessions::SessionSettings;
 use values::{
-    ca_bundle, cpu_limit, image_ref, index_url, invalid, module_list, network_name, pids_limit,
-    pool_size, positive,
+    ca_bundle, cpu_limit, image_ref, index_url, invalid, max_sessions, module_list, network_name,
+    pids_limit, pool_size, positive, session_lifetime,
 };
 
 pub const DEFAULT_TIMEOUT_SECS: u64 = 30;
@@ -35,6 +36,14 @@ pub const DEFAULT_INSTALL_TIMEOUT_SECS: u64 = 300;
 pub const DEFAULT_INSTALL_MEMORY_LIMIT: &str = "2g";
 pub const DEFAULT_INSTALL_TMPFS_SIZE: &str = "1g";
 pub const DEFAULT_INSTALL_NETWORK: &str = "bridge";
+pub const DEFAULT_MAX_SESSIONS: usize = 4;
+/// Most sessions open at once that `MAX_SESSIONS` may allow.
+pub const MAX_MAX_SESSIONS: usize = 64;
+pub const DEFAULT_SESSION_IDLE_TIMEOUT_SECS: u64 = 600;
+pub const DEFAULT_SESSION_MAX_LIFETIME_SECS: u64 = 4 * 3600;
+/// Where session records live, inside the storage directory (hidden: not a file runs see
+/// listed as created or changed).
+pub const SESSIONS_STATE_DIR: &str = ".mce-sessions";
 /// Trusted for downloads when present and `CA_BUNDLE` is not set.
 pub const DEFAULT_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 /// The uid:gid runs use when the server itself runs as root (runs are never root).
@@ -71,6 +80,8 @@ pub struct Config {
     pub preimport: Vec<String>,
     /// uid and gid that code runs as.
     pub run_as: (u32, u32),
+    /// Session limits and where session records live (`<storage_dir>/.mce-sessions`).
+    pub sessions: SessionSettings,
     pub command: Option<Command>,
 }
 
@@ -88,6 +99,7 @@ impl Config {
             None => default_run_as(&storage.dir),
         };
         let images = images_from_cli(&cli)?;
+        let sessions = sessions_from_cli(&cli, &storage.dir)?;
         Ok(Config {
             storage_dir: storage.dir,
             host_storage_dir: storage.host_dir,
@@ -104,6 +116,7 @@ impl Config {
             max_images: cli.max_images,
             max_image_bytes: parse_size("MAX_IMAGE_SIZE", &cli.max_image_size, 1024)? as u64,
             run_as,
+            sessions,
             command: cli.command,
         })
     }
@@ -185,6 +198,18 @@ fn install_source_from_cli(cli: &Cli) -> Result<InstallSource, ConfigError> {
             .as_deref()
             .map(|u| index_url("EXTRA_INDEX_URL", u))
             .transpose()?,
+    })
+}
+
+/// Session limits: how many at once, idle timeout and lifetime (at least the idle timeout).
+fn sessions_from_cli(cli: &Cli, storage_dir: &Path) -> Result<SessionSettings, ConfigError> {
+    let idle_timeout_secs = positive("SESSION_IDLE_TIMEOUT", cli.session_idle_timeout)?;
+    let max_lifetime_secs = positive("SESSION_MAX_LIFETIME", cli.session_max_lifetime)?;
+    Ok(SessionSettings {
+        max_sessions: max_sessions(cli.max_sessions)?,
+        idle_timeout_secs,
+        max_lifetime_secs: session_lifetime(idle_timeout_secs, max_lifetime_secs)?,
+        state_dir: storage_dir.join(SESSIONS_STATE_DIR),
     })
 }
 
@@ -420,6 +445,42 @@ mod tests {
         assert_eq!(
             err.unwrap_err().to_string(),
             "invalid HOST_STORAGE_DIR \"rel\": must be an absolute path"
+        );
+    }
+
+    #[test]
+    fn session_settings_and_their_defaults() {
+        let dir = Path::new("/data");
+        let s = sessions_from_cli(&cli(&[]), dir).unwrap();
+        assert_eq!(
+            s,
+            SessionSettings {
+                max_sessions: 4,
+                idle_timeout_secs: 600,
+                max_lifetime_secs: 14400,
+                state_dir: PathBuf::from("/data/.mce-sessions"),
+            }
+        );
+        let c = cli(&["--max-sessions", "64", "--session-idle-timeout", "60"]);
+        let s = sessions_from_cli(&c, dir).unwrap();
+        assert_eq!((s.max_sessions, s.idle_timeout_secs), (64, 60));
+        let err = |args: &[&str]| sessions_from_cli(&cli(args), dir).unwrap_err().to_string();
+        assert_eq!(
+            err(&["--max-sessions", "0"]),
+            "invalid MAX_SESSIONS \"0\": must be between 1 and 64"
+        );
+        assert_eq!(
+            err(&["--session-idle-timeout", "0"]),
+            "invalid SESSION_IDLE_TIMEOUT \"0\": must be greater than 0"
+        );
+        assert_eq!(
+            err(&["--session-max-lifetime", "0"]),
+            "invalid SESSION_MAX_LIFETIME \"0\": must be greater than 0"
+        );
+        let short = err(&["--session-max-lifetime", "300"]);
+        assert!(
+            short.starts_with("invalid SESSION_MAX_LIFETIME \"300\": must be at least SESSION_IDLE_TIMEOUT (600 s)"),
+            "{short}"
         );
     }
 

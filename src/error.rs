@@ -147,6 +147,23 @@ pub enum SandboxError {
     Helper { what: &'static str, detail: String },
     #[error("Docker failed to create a container: the generated name was taken")]
     NameTaken,
+    #[error(
+        "there is no session {id}: it does not exist (or was closed); call create_session to \
+         start one"
+    )]
+    SessionNotFound { id: String },
+    #[error(
+        "the session {id} has ended ({reason}); its state is lost: call create_session to start \
+         a new one"
+    )]
+    SessionEnded { id: String, reason: String },
+    #[error(
+        "{max} sessions are open (MAX_SESSIONS): close one with close_session, or raise \
+         MAX_SESSIONS"
+    )]
+    TooManySessions { max: usize },
+    #[error("invalid session name: {reason}")]
+    BadSessionName { reason: String },
 }
 
 impl SandboxError {

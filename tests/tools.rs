@@ -48,10 +48,16 @@ async fn original_tool_and_argument_names() -> anyhow::Result<()> {
             .unwrap_or_default()
     };
     let expect = [
-        ("execute_code", vec!["code", "filename", "timeout"]),
+        (
+            "execute_code",
+            vec!["code", "filename", "session_id", "timeout"],
+        ),
         ("initialize_code_file", vec!["content", "filename"]),
         ("append_to_code_file", vec!["content", "file_path"]),
-        ("execute_code_file", vec!["file_path", "timeout"]),
+        (
+            "execute_code_file",
+            vec!["file_path", "session_id", "timeout"],
+        ),
         ("read_code_file", vec!["file_path"]),
         (
             "configure_environment",
@@ -60,6 +66,9 @@ async fn original_tool_and_argument_names() -> anyhow::Result<()> {
         ("get_environment_config", vec![]),
         ("install_dependencies", vec!["packages"]),
         ("check_installed_packages", vec!["packages"]),
+        ("create_session", vec!["env_type", "name"]),
+        ("list_sessions", vec![]),
+        ("close_session", vec!["session_id"]),
     ];
     for (tool, args) in expect {
         let mut got = args_of(tool);

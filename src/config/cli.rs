@@ -10,8 +10,9 @@ use super::{
     DEFAULT_CPU_LIMIT, DEFAULT_INSTALL_MEMORY_LIMIT, DEFAULT_INSTALL_NETWORK,
     DEFAULT_INSTALL_TIMEOUT_SECS, DEFAULT_INSTALL_TMPFS_SIZE, DEFAULT_MAX_CODE_SIZE,
     DEFAULT_MAX_CONCURRENT_RUNS, DEFAULT_MAX_FILE_SIZE, DEFAULT_MAX_IMAGE_SIZE, DEFAULT_MAX_IMAGES,
-    DEFAULT_MEMORY_LIMIT, DEFAULT_OUTPUT_LIMIT, DEFAULT_PIDS_LIMIT, DEFAULT_POOL_SIZE,
-    DEFAULT_PREIMPORT, DEFAULT_TIMEOUT_SECS, DEFAULT_TMPFS_SIZE,
+    DEFAULT_MAX_SESSIONS, DEFAULT_MEMORY_LIMIT, DEFAULT_OUTPUT_LIMIT, DEFAULT_PIDS_LIMIT,
+    DEFAULT_POOL_SIZE, DEFAULT_PREIMPORT, DEFAULT_SESSION_IDLE_TIMEOUT_SECS,
+    DEFAULT_SESSION_MAX_LIFETIME_SECS, DEFAULT_TIMEOUT_SECS, DEFAULT_TMPFS_SIZE,
 };
 use crate::environment::{DEFAULT_CONDA_IMAGE, DEFAULT_UV_IMAGE, DEFAULT_VENV_IMAGE};
 
@@ -105,6 +106,18 @@ pub struct Cli {
     /// Containers running at once; further calls wait their turn
     #[arg(long, env = "MAX_CONCURRENT_RUNS", default_value_t = DEFAULT_MAX_CONCURRENT_RUNS)]
     pub max_concurrent_runs: usize,
+
+    /// Sessions (live interpreters, see create_session) open at once, 1 to 64
+    #[arg(long, env = "MAX_SESSIONS", default_value_t = DEFAULT_MAX_SESSIONS)]
+    pub max_sessions: usize,
+
+    /// Seconds a session may stay unused before it ends
+    #[arg(long, env = "SESSION_IDLE_TIMEOUT", default_value_t = DEFAULT_SESSION_IDLE_TIMEOUT_SECS)]
+    pub session_idle_timeout: u64,
+
+    /// Seconds a session may live in all, used or not (at least SESSION_IDLE_TIMEOUT)
+    #[arg(long, env = "SESSION_MAX_LIFETIME", default_value_t = DEFAULT_SESSION_MAX_LIFETIME_SECS)]
+    pub session_max_lifetime: u64,
 
     /// Wall-clock limit of one install_dependencies call, in seconds
     #[arg(long, env = "INSTALL_TIMEOUT", default_value_t = DEFAULT_INSTALL_TIMEOUT_SECS)]

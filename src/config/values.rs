@@ -1,11 +1,11 @@
 //! Checks of single setting values, each returning the value to keep or a
 //! [`ConfigError::InvalidSetting`] naming the setting, value and reason: positive numbers, CPU,
-//! process and pool bounds, sizes, `uid:gid`, module lists, network names, the CA bundle, index
+//! process, pool and session bounds, sizes, `uid:gid`, module lists, network names, the CA bundle, index
 //! URLs, image references. `ca_bundle` looks at the file system; the rest are pure.
 
 use std::path::Path;
 
-use super::DEFAULT_CA_BUNDLE;
+use super::{DEFAULT_CA_BUNDLE, MAX_MAX_SESSIONS};
 use crate::error::ConfigError;
 
 pub(super) fn invalid(
@@ -55,6 +55,35 @@ pub(super) fn pool_size(n: usize) -> Result<usize, ConfigError> {
         Ok(n)
     } else {
         Err(invalid("POOL_SIZE", n, "at most 16"))
+    }
+}
+
+/// Sessions open at once: at least 1, at most [`MAX_MAX_SESSIONS`].
+pub(super) fn max_sessions(n: usize) -> Result<usize, ConfigError> {
+    if (1..=MAX_MAX_SESSIONS).contains(&n) {
+        Ok(n)
+    } else {
+        Err(invalid(
+            "MAX_SESSIONS",
+            n,
+            &format!("must be between 1 and {MAX_MAX_SESSIONS}"),
+        ))
+    }
+}
+
+/// A session's lifetime, which cannot be shorter than its idle timeout.
+pub(super) fn session_lifetime(idle_secs: u64, lifetime_secs: u64) -> Result<u64, ConfigError> {
+    if lifetime_secs >= idle_secs {
+        Ok(lifetime_secs)
+    } else {
+        Err(invalid(
+            "SESSION_MAX_LIFETIME",
+            lifetime_secs,
+            &format!(
+                "must be at least SESSION_IDLE_TIMEOUT ({idle_secs} s): a session cannot end \
+                 by age before it could end by idling"
+            ),
+        ))
     }
 }
 
@@ -288,6 +317,24 @@ mod tests {
         assert_eq!(
             pool_size(17).unwrap_err().to_string(),
             "invalid POOL_SIZE \"17\": at most 16"
+        );
+    }
+
+    #[test]
+    fn session_bounds() {
+        assert_eq!(max_sessions(1).unwrap(), 1);
+        assert_eq!(max_sessions(64).unwrap(), 64);
+        assert_eq!(
+            max_sessions(0).unwrap_err().to_string(),
+            "invalid MAX_SESSIONS \"0\": must be between 1 and 64"
+        );
+        assert!(max_sessions(65).is_err());
+        assert_eq!(session_lifetime(600, 600).unwrap(), 600);
+        assert_eq!(session_lifetime(600, 14400).unwrap(), 14400);
+        assert_eq!(
+            session_lifetime(600, 599).unwrap_err().to_string(),
+            "invalid SESSION_MAX_LIFETIME \"599\": must be at least SESSION_IDLE_TIMEOUT (600 s): \
+             a session cannot end by age before it could end by idling"
         );
     }
 

@@ -422,7 +422,7 @@ fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
         attach_stdout: interactive,
         attach_stderr: interactive,
         open_stdin: interactive,
-        stdin_once: interactive,
+        stdin_once: Some(spec.interactive && !spec.keep_stdin_open),
         tty: Some(false),
         host_config: Some(host_config),
         ..Default::default()

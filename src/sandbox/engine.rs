@@ -51,6 +51,9 @@ pub struct ContainerSpec {
     pub network: String,
     /// Stdin open (once) and attachable, stdout and stderr kept apart (no tty).
     pub interactive: bool,
+    /// With `interactive`: stdin stays open when an attach ends, so that another attach can
+    /// take over (sessions); otherwise it closes with the first attach.
+    pub keep_stdin_open: bool,
     pub cap_drop: Vec<String>,
     pub cap_add: Vec<String>,
     pub no_new_privileges: bool,

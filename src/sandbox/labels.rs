@@ -27,6 +27,17 @@ pub const LABEL_IMAGE: &str = "mcp-code-executor.image";
 /// On the marker volume saying an environment volume is complete: that volume's name.
 pub const LABEL_ENV_READY: &str = "mcp-code-executor.env-ready";
 
+/// On session containers: the session id.
+pub const LABEL_SESSION: &str = "mcp-code-executor.session";
+/// On session containers: the name the client gave the session.
+pub const LABEL_SESSION_NAME: &str = "mcp-code-executor.session-name";
+/// On session containers: the storage folder (as the daemon sees it) the session belongs to.
+pub const LABEL_STORAGE: &str = "mcp-code-executor.storage";
+/// On session containers: Unix time of creation.
+pub const LABEL_CREATED: &str = "mcp-code-executor.created";
+
+/// The purpose label of session containers.
+pub const SESSION: &str = "session";
 /// The purpose label of sentinels.
 pub const SENTINEL: &str = "sentinel";
 /// The purpose label of seed locks.
@@ -45,12 +56,14 @@ pub fn base_labels(instance: &str, deadline_unix: u64, purpose: &str) -> HashMap
     ])
 }
 
-/// Whether a listed container should be removed by a starting server: it is past its deadline,
-/// or it belongs to an instance with no running sentinel and is old enough that its server
-/// cannot still be starting up.
+/// Whether a listed container should be removed by a sweep: it is past its deadline, or it
+/// belongs to an instance with no running sentinel and is old enough that its server cannot
+/// still be starting up. Sessions belong to their storage folder, not to a server: a running
+/// session is spared until its deadline, a stopped one (its runner's idle timeout) goes.
 pub fn is_leftover(
     labels: &HashMap<String, String>,
     created_unix: i64,
+    running: bool,
     live_instances: &HashSet<String>,
     now_unix: u64,
 ) -> bool {
@@ -58,6 +71,9 @@ pub fn is_leftover(
         .get(LABEL_DEADLINE)
         .and_then(|d| d.parse::<u64>().ok())
         .is_none_or(|d| d <= now_unix);
+    if is_session(labels) {
+        return expired || !running;
+    }
     let orphan = labels
         .get(LABEL_INSTANCE)
         .is_none_or(|i| !live_instances.contains(i))
@@ -124,6 +140,16 @@ pub fn seed_lock_name(volume: &str) -> String {
     format!("{volume}-seeding")
 }
 
+/// Whether these are a session container's labels.
+pub fn is_session(labels: &HashMap<String, String>) -> bool {
+    labels.get(LABEL_PURPOSE).map(String::as_str) == Some(SESSION)
+}
+
+/// The name of a session's container.
+pub fn session_container_name(id: &str) -> String {
+    format!("mce-session-{id}")
+}
+
 /// The name of an instance's sentinel.
 pub fn sentinel_name(instance: &str) -> String {
     format!("mce-sentinel-{instance}")
@@ -154,15 +180,35 @@ mod tests {
             ])
         };
         // A live instance's container before its deadline stays.
-        assert!(!is_leftover(&labels("alive", 2000), 900, &live, 1000));
+        assert!(!is_leftover(&labels("alive", 2000), 900, true, &live, 1000));
         // Past its deadline it goes, live or not.
-        assert!(is_leftover(&labels("alive", 999), 900, &live, 1000));
+        assert!(is_leftover(&labels("alive", 999), 900, true, &live, 1000));
         // A dead instance's container goes once it is older than the grace period...
-        assert!(is_leftover(&labels("dead", 2000), 900, &live, 1000));
+        assert!(is_leftover(&labels("dead", 2000), 900, true, &live, 1000));
         // ...but not while its server may still be starting its sentinel.
-        assert!(!is_leftover(&labels("dead", 2000), 990, &live, 1000));
+        assert!(!is_leftover(&labels("dead", 2000), 990, true, &live, 1000));
         // No labels at all: a leftover.
-        assert!(is_leftover(&HashMap::new(), 0, &live, 1000));
+        assert!(is_leftover(&HashMap::new(), 0, true, &live, 1000));
+    }
+
+    #[test]
+    fn sessions_outlive_their_server_until_they_stop_or_expire() {
+        let live: HashSet<String> = HashSet::new();
+        let session = |deadline: u64| {
+            HashMap::from([
+                (LABEL_INSTANCE.to_string(), "dead".to_string()),
+                (LABEL_DEADLINE.to_string(), deadline.to_string()),
+                (LABEL_PURPOSE.to_string(), SESSION.to_string()),
+            ])
+        };
+        // Its server is gone, but a running session before its deadline stays.
+        assert!(!is_leftover(&session(2000), 100, true, &live, 1000));
+        // A session whose runner stopped (idle timeout) goes.
+        assert!(is_leftover(&session(2000), 100, false, &live, 1000));
+        // Past its lifetime it goes.
+        assert!(is_leftover(&session(999), 100, true, &live, 1000));
+        assert!(is_session(&session(0)));
+        assert!(!is_session(&HashMap::new()));
     }
 
     #[test]

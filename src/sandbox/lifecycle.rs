@@ -208,14 +208,16 @@ impl Lifecycle {
         }
     }
 
-    /// Removes every container of this instance (on shutdown, after [`Lifecycle::close`]):
-    /// sweeps until nothing is being made (`busy` says whether the pool is still making
-    /// containers) and no background work is under way, for at most [`SHUTDOWN_SWEEP`].
+    /// Removes every container of this instance but its running sessions (they belong to the
+    /// storage folder and outlive the server) on shutdown, after [`Lifecycle::close`]: sweeps
+    /// until nothing is being made (`busy` says whether the pool is still making containers)
+    /// and no background work is under way, for at most [`SHUTDOWN_SWEEP`].
     pub async fn remove_own(&self, busy: impl Fn() -> bool) -> Result<usize, SandboxError> {
         let until = Instant::now() + SHUTDOWN_SWEEP;
         let mut removed = 0;
         loop {
-            let listed = self.engine.list(LABEL_INSTANCE, self.instance()).await?;
+            let mut listed = self.engine.list(LABEL_INSTANCE, self.instance()).await?;
+            listed.retain(|c| !(c.running && labels::is_session(&c.labels)));
             for c in &listed {
                 self.engine.remove(&c.id).await?;
             }
@@ -247,7 +249,7 @@ impl Lifecycle {
             if c.labels.get(LABEL_INSTANCE).map(String::as_str) == Some(self.instance()) {
                 continue;
             }
-            if labels::is_leftover(&c.labels, c.created, &live, now) {
+            if labels::is_leftover(&c.labels, c.created, c.running, &live, now) {
                 self.engine.remove(&c.id).await?;
                 removed += 1;
             }

@@ -4,6 +4,8 @@
 //! - this module: [`Sandbox`], the one handle the server holds (run a job warm or cold, the
 //!   pool, environments, cleanup), and [`SandboxSettings`];
 //! - [`helpers`]: prepare/create environments, install and check packages;
+//! - [`sessions`] (and `session_call`): live interpreters that keep state across calls and
+//!   outlive the server;
 //! - [`pool`]: pre-started single-use containers; [`volumes`]: environment volumes and seeding;
 //! - [`runner`]: the conversation with one container's runner, cold or warm;
 //! - [`lifecycle`]: instance id, slots, creation, removal on every path, sentinel, sweeps;
@@ -23,6 +25,8 @@ pub mod output;
 pub mod policy;
 pub mod pool;
 pub mod runner;
+mod session_call;
+pub mod sessions;
 #[cfg(test)]
 mod tests;
 pub mod volumes;
@@ -39,6 +43,7 @@ use lifecycle::{Lifecycle, unix_now};
 use policy::{Purpose, RunPolicy};
 use pool::Pool;
 pub use runner::{Job, RunOutcome};
+use sessions::{SessionSettings, Sessions};
 use volumes::Volumes;
 
 /// Static facts every container shares.
@@ -59,6 +64,8 @@ pub struct SandboxSettings {
     pub pool_size: usize,
     /// Modules pre-started runners import while they wait.
     pub preimport: Vec<String>,
+    /// Session limits and records.
+    pub sessions: SessionSettings,
 }
 
 impl SandboxSettings {
@@ -104,6 +111,7 @@ pub struct Sandbox {
     pool: Pool,
     /// Serialises preparing and creating environments.
     env_lock: tokio::sync::Mutex<()>,
+    sessions: Sessions,
 }
 
 impl Sandbox {
@@ -118,6 +126,7 @@ impl Sandbox {
             volumes,
             pool,
             env_lock: tokio::sync::Mutex::new(()),
+            sessions: Sessions::default(),
         })
     }
 

@@ -27,13 +27,18 @@ pub const DEADLINE_GRACE_SECS: u64 = 5;
 pub const CA_PATH: &str = "/etc/mcp-code-executor/ca.pem";
 
 /// The runner script, fed to `python -c`; it reads the program from stdin.
-pub const RUNNER: &str = include_str!("runner.py");
+pub const RUNNER: &str = concat!(include_str!("common.py"), include_str!("runner.py"));
+/// The session runner, fed to `python -c`: one interpreter serving many calls (argv[1]: its
+/// idle timeout in seconds).
+pub const SESSION_RUNNER: &str = concat!(include_str!("common.py"), include_str!("session.py"));
 
 /// What a container is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Purpose {
     /// Run the user's program.
     Run,
+    /// Keep a live interpreter for a session's calls (same isolation as Run).
+    Session,
     /// Look at the environment (offline, read-only): package checks.
     Inspect,
     /// Install packages: the only purpose with network access.
@@ -48,6 +53,7 @@ impl Purpose {
     pub fn as_str(self) -> &'static str {
         match self {
             Purpose::Run => "run",
+            Purpose::Session => "session",
             Purpose::Inspect => "inspect",
             Purpose::Install => "install",
             Purpose::Create => "create",
@@ -57,6 +63,11 @@ impl Purpose {
 
     fn env_writable(self) -> bool {
         matches!(self, Purpose::Install | Purpose::Create | Purpose::Prepare)
+    }
+
+    /// Whether the container runs the user's code (and sees the storage folder).
+    pub fn runs_user_code(self) -> bool {
+        matches!(self, Purpose::Run | Purpose::Session)
     }
 
     /// Create and Prepare run before the environment's interpreter is known to exist.
@@ -160,7 +171,12 @@ pub fn container_command(policy: &RunPolicy) -> Vec<String> {
         policy.lifetime_secs().to_string(),
         python,
         "-c".to_string(),
-        RUNNER.to_string(),
+        if policy.purpose == Purpose::Session {
+            SESSION_RUNNER
+        } else {
+            RUNNER
+        }
+        .to_string(),
     ];
     if policy.purpose == Purpose::Run && !policy.preimport.is_empty() {
         cmd.push(policy.preimport.join(","));
@@ -186,7 +202,7 @@ fn mounts(policy: &RunPolicy) -> Vec<MountSpec> {
         target: policy.env.prefix(),
         read_only: !policy.purpose.env_writable(),
     }];
-    if policy.purpose == Purpose::Run {
+    if policy.purpose.runs_user_code() {
         mounts.push(MountSpec {
             kind: MountKind::Bind,
             source: policy.host_workdir.to_string(),
@@ -250,7 +266,7 @@ pub fn container_spec(policy: &RunPolicy) -> ContainerSpec {
     } else {
         spec.user = Some(format!("{}:{}", policy.run_as.0, policy.run_as.1));
     }
-    spec.working_dir = Some(if purpose == Purpose::Run {
+    spec.working_dir = Some(if purpose.runs_user_code() {
         policy.workdir.to_string()
     } else {
         "/tmp".to_string()
@@ -258,6 +274,8 @@ pub fn container_spec(policy: &RunPolicy) -> ContainerSpec {
     spec.env = container_env(policy);
     spec.hostname = Some("sandbox".to_string());
     spec.interactive = true;
+    // A session's stdin outlives one attach: a restarted server attaches again.
+    spec.keep_stdin_open = purpose == Purpose::Session;
     spec.tmpfs = HashMap::from([(
         "/tmp".to_string(),
         format!("rw,nosuid,nodev,size={}", limits.tmpfs_bytes),

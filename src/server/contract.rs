@@ -6,12 +6,18 @@
 //! copies of the internal types (same names, fields and docs, hence the same schemas), so that
 //! internal types can change without changing what clients see. The rooms that report them
 //! convert (`From`): `environment` the limits, `packages` the package reports. Only `EnvType`,
-//! a plain value, is shared.
+//! a plain value, is shared. The session tools' types are in `contract/sessions.rs`.
+
+mod sessions;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::environment::EnvType;
+pub use sessions::{
+    CloseSessionArgs, CloseSessionResult, CreateSessionArgs, CreateSessionResult,
+    ListSessionsResult, SessionEntry, SessionLimits, SessionState,
+};
 
 // ---------------------------------------------------------------- arguments
 
@@ -26,6 +32,9 @@ pub struct ExecuteCodeArgs {
     #[serde(default)]
     #[schemars(range(min = 1))]
     pub timeout: Option<u64>,
+    /// Run in this session's live interpreter (state kept between calls); see create_session.
+    #[serde(default)]
+    pub session_id: Option<String>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -36,6 +45,9 @@ pub struct ExecuteCodeFileArgs {
     #[serde(default)]
     #[schemars(range(min = 1))]
     pub timeout: Option<u64>,
+    /// Run in this session's live interpreter (state kept between calls); see create_session.
+    #[serde(default)]
+    pub session_id: Option<String>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -155,6 +167,12 @@ pub struct RunResult {
     /// PNG files returned as image content, in order (figures shown or saved).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub images: Option<Vec<String>>,
+    /// The session it ran in (with session_id).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    /// The session after the call: alive (its state is kept) or ended (its state is lost).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_state: Option<SessionState>,
 }
 
 /// A file a run created or changed.
@@ -294,6 +312,8 @@ pub struct ConfigReport {
     pub run_as: String,
     /// Container isolation applied to every run.
     pub isolation: Vec<String>,
+    /// Limits of sessions (create_session).
+    pub sessions: SessionLimits,
 }
 
 /// Result of `get_environment_config`.

@@ -1,6 +1,7 @@
 //! The environment tools (`configure_environment`, `get_environment_config`): switching the
 //! active environment (check the image, create the environment if needed, select it, warm the
-//! pool) and reporting the environments, storage directory, limits and isolation in force.
+//! pool) and reporting the environments, storage directory, limits, isolation and session
+//! limits in force.
 
 use std::sync::PoisonError;
 
@@ -17,6 +18,7 @@ use super::reply::{fail, fail_in, respond};
 use crate::environment::{EnvSpec, EnvType, Environments};
 use crate::error::SandboxError;
 use crate::limits::{self, Images};
+use crate::sandbox::sessions::SessionSettings;
 
 /// `configure_environment`: makes the requested environment active, creating it if needed.
 pub async fn configure(
@@ -91,6 +93,7 @@ pub fn get_config(state: &State) -> Result<CallToolResult, ErrorData> {
         &c.limits,
         c.run_as,
         state.sandbox.isolation(envs.active_spec()),
+        &c.sessions,
     );
     respond(
         &ConfigResult {
@@ -128,6 +131,7 @@ fn config_report(
     limits: &limits::Limits,
     run_as: (u32, u32),
     isolation: Vec<String>,
+    sessions: &SessionSettings,
 ) -> ConfigReport {
     ConfigReport {
         active: env_report(envs.active_spec(), images),
@@ -139,6 +143,7 @@ fn config_report(
         limits: limits.into(),
         run_as: format!("{}:{}", run_as.0, run_as.1),
         isolation,
+        sessions: sessions.into(),
     }
 }
 
@@ -223,6 +228,12 @@ mod tests {
             &limits(),
             (1000, 100),
             isolation.clone(),
+            &SessionSettings {
+                max_sessions: 8,
+                idle_timeout_secs: 60,
+                max_lifetime_secs: 3600,
+                state_dir: "/data/.mce-sessions".into(),
+            },
         );
         assert_eq!(report.active.env_type, EnvType::Conda);
         assert_eq!(report.active.conda_name.as_deref(), Some("ml"));
@@ -238,6 +249,10 @@ mod tests {
                 "output_bytes": 1000, "tmpfs_bytes": 2000, "max_code_bytes": 3000,
                 "max_file_bytes": 4000
             })
+        );
+        assert_eq!(
+            serde_json::to_value(&report.sessions).unwrap(),
+            json!({"max_sessions": 8, "idle_timeout_secs": 60, "max_lifetime_secs": 3600})
         );
     }
 

@@ -4,9 +4,10 @@
 //! `error` message (`reply`, the one mapping from typed errors); malformed arguments are JSON-RPC
 //! `invalid_params` errors (`params`). `progress` reports long calls.
 //!
-//! Rooms: `contract` (the wire types), `run` (execute_code, execute_code_file), `files` (the
-//! code-file tools), `packages` (install and check), `environment` (switch and report),
-//! `reply` (results and failures), `logging` (MCP log notifications).
+//! Rooms: `contract` (the wire types), `run` (execute_code, execute_code_file, one-shot or in a
+//! session), `sessions` (create, list and close sessions), `files` (the code-file tools),
+//! `packages` (install and check), `environment` (switch and report), `reply` (results and
+//! failures), `logging` (MCP log notifications).
 
 pub mod contract;
 mod environment;
@@ -17,6 +18,7 @@ mod params;
 mod progress;
 mod reply;
 mod run;
+mod sessions;
 
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -33,9 +35,10 @@ use crate::sandbox::engine::ContainerEngine;
 use crate::sandbox::{Sandbox, SandboxSettings};
 use crate::storage::Storage;
 use contract::{
-    AppendToCodeFileArgs, CheckResult, ConfigResult, ConfigureEnvironmentArgs, ConfigureResult,
+    AppendToCodeFileArgs, CheckResult, CloseSessionArgs, CloseSessionResult, ConfigResult,
+    ConfigureEnvironmentArgs, ConfigureResult, CreateSessionArgs, CreateSessionResult,
     ExecuteCodeArgs, ExecuteCodeFileArgs, FilePathArgs, FileResult, InitializeCodeFileArgs,
-    InstallResult, PackagesArgs, RunResult,
+    InstallResult, ListSessionsResult, PackagesArgs, RunResult,
 };
 use params::Parameters;
 
@@ -44,6 +47,8 @@ containers. execute_code stores code as a file in the storage directory and runs
 the code writes to its working directory are kept. Build long programs with initialize_code_file, \
 append_to_code_file and execute_code_file. Runs are offline: add packages with \
 install_dependencies (they persist), look them up with check_installed_packages. \
+For work in steps that should keep variables and imports between calls, create_session starts \
+a live interpreter: pass its session_id to execute_code; close_session ends it. \
 get_environment_config shows the environment and the limits (time, memory, output) in force.";
 
 /// Shared state of the server.
@@ -74,6 +79,7 @@ impl State {
                 run_limits: config.limits.clone(),
                 pool_size: config.pool_size,
                 preimport: config.preimport.clone(),
+                sessions: config.sessions.clone(),
             },
             engine,
         );
@@ -118,7 +124,10 @@ impl CodeExecutor {
 impl CodeExecutor {
     /// Store Python code as a new .py file in the storage directory and run it in a fresh,
     /// offline, locked-down container of the active environment. The working directory is the
-    /// storage directory: files the code writes there are kept.
+    /// storage directory: files the code writes there are kept. With session_id (from
+    /// create_session), the code runs in that session's live interpreter instead, in the
+    /// session's environment: variables, imports and functions from earlier calls are there,
+    /// and what this call defines stays for the next.
     #[tool(
         annotations(title = "Run Python code", read_only_hint = false, destructive_hint = false, open_world_hint = false),
         output_schema = schema_for_output::<RunResult>()
@@ -132,7 +141,8 @@ impl CodeExecutor {
     }
 
     /// Run a file stored earlier (by execute_code or initialize_code_file), given by its bare
-    /// name or the path this server returned.
+    /// name or the path this server returned. With session_id, in that session's live
+    /// interpreter (state kept between calls), as execute_code.
     #[tool(
         annotations(title = "Run a stored Python file", read_only_hint = false, destructive_hint = false, open_world_hint = false),
         output_schema = schema_for_output::<RunResult>()
@@ -228,8 +238,50 @@ impl CodeExecutor {
         environment::configure(&self.state, args, &ctx).await
     }
 
+    /// Start a session: a live Python interpreter, in its own offline, locked-down container,
+    /// that keeps its state (variables, imports, functions) between calls. Pass the returned
+    /// session_id to execute_code or execute_code_file. It runs in the active environment, or
+    /// in the one configured for env_type. A session ends when it is closed (close_session),
+    /// after idle_timeout_secs without a call, after max_lifetime_secs, or when its interpreter
+    /// dies (out of memory, a crash); its state is then lost. Sessions survive a restart of this
+    /// server. At most MAX_SESSIONS are open at once.
+    #[tool(
+        annotations(title = "Start a Python session", read_only_hint = false, destructive_hint = false, open_world_hint = false),
+        output_schema = schema_for_output::<CreateSessionResult>()
+    )]
+    async fn create_session(
+        &self,
+        Parameters(args): Parameters<CreateSessionArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, ErrorData> {
+        sessions::create(&self.state, args, &ctx).await
+    }
+
+    /// List the open sessions of this storage folder: id, name, environment, when each was
+    /// created and last used (unix seconds), how many calls it ran, and its state.
+    #[tool(
+        annotations(title = "List Python sessions", read_only_hint = true, open_world_hint = false),
+        output_schema = schema_for_output::<ListSessionsResult>()
+    )]
+    async fn list_sessions(&self) -> Result<CallToolResult, ErrorData> {
+        sessions::list(&self.state).await
+    }
+
+    /// End a session: its interpreter and container are removed and its state is lost. Files it
+    /// wrote to the storage directory are kept.
+    #[tool(
+        annotations(title = "End a Python session", read_only_hint = false, destructive_hint = true, idempotent_hint = false, open_world_hint = false),
+        output_schema = schema_for_output::<CloseSessionResult>()
+    )]
+    async fn close_session(
+        &self,
+        Parameters(args): Parameters<CloseSessionArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        sessions::close(&self.state, args).await
+    }
+
     /// Show the active environment, its image and interpreter, the storage directory and the
-    /// limits in force.
+    /// limits in force (of runs and of sessions).
     #[tool(
         annotations(title = "Show the environment and limits", read_only_hint = true, open_world_hint = false),
         output_schema = schema_for_output::<ConfigResult>()

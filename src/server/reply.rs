@@ -8,7 +8,8 @@ use rmcp::model::CallToolResult;
 use serde::Serialize;
 
 use super::contract::{
-    CheckResult, ConfigResult, ConfigureResult, FileResult, InstallResult, RunResult, Status,
+    CheckResult, CloseSessionResult, ConfigResult, ConfigureResult, CreateSessionResult,
+    FileResult, InstallResult, ListSessionsResult, RunResult, Status,
 };
 use crate::error::Error;
 
@@ -35,7 +36,10 @@ fallible!(
     InstallResult,
     CheckResult,
     ConfigureResult,
-    ConfigResult
+    ConfigResult,
+    CreateSessionResult,
+    ListSessionsResult,
+    CloseSessionResult
 );
 
 /// A structured result; `isError` when `failed`.
@@ -143,6 +147,17 @@ mod tests {
         assert_eq!(marked::<CheckResult>(), expected);
         assert_eq!(marked::<ConfigureResult>(), expected);
         assert_eq!(marked::<ConfigResult>(), expected);
+        assert_eq!(marked::<CreateSessionResult>(), expected);
+        assert_eq!(marked::<ListSessionsResult>(), expected);
+        let mut closed = CloseSessionResult {
+            session_id: "s1".into(),
+            ..Default::default()
+        };
+        closed.set_error("boom".into());
+        assert_eq!(
+            serde_json::to_value(&closed).unwrap(),
+            json!({"status": "error", "error": "boom", "session_id": "s1"})
+        );
     }
 
     #[test]

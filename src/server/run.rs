@@ -1,7 +1,11 @@
 //! Running stored code (`execute_code`, `execute_code_file`): store or load the file, run it in
-//! the active environment, and build the `RunResult` from the `RunOutcome`: the failure message,
-//! stdout and stderr merged into `output`, the files the run created or changed, and the PNG
-//! images among them (returned as image content too).
+//! a fresh container of the active environment or, with `session_id`, in that session's live
+//! interpreter, and build the `RunResult` from the `RunOutcome`: the failure message (what a
+//! session call's failure means for the session), stdout and stderr merged into `output`, the
+//! files the run created or changed, and the PNG images among them (returned as image content
+//! too). Both ways share everything but the call itself.
+
+use std::collections::HashMap;
 
 use base64::Engine;
 use rmcp::model::{CallToolResult, ContentBlock};
@@ -9,12 +13,15 @@ use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer};
 
 use super::State;
-use super::contract::{ExecuteCodeArgs, ExecuteCodeFileArgs, FileInfo, RunResult, Status};
+use super::contract::{self, ExecuteCodeArgs, ExecuteCodeFileArgs, FileInfo, RunResult, Status};
 use super::progress::Progress;
 use super::reply::{Fallible, fail, respond};
+use crate::environment::EnvSpec;
+use crate::error::SandboxError;
 use crate::limits::Limits;
+use crate::sandbox::sessions::SessionState;
 use crate::sandbox::{Job, RunOutcome};
-use crate::storage::Changed;
+use crate::storage::{Changed, FileStat};
 
 const PNG_SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
 
@@ -25,8 +32,20 @@ pub async fn execute_code(
     ctx: &RequestContext<RoleServer>,
 ) -> Result<CallToolResult, ErrorData> {
     match state.storage.create(args.filename.as_deref(), &args.code) {
-        Ok(stored) => run_stored(state, stored.name, &args.code, args.timeout, ctx).await,
-        Err(e) => fail(RunResult::default(), e),
+        Ok(stored) => {
+            let run = Run {
+                timeout: args.timeout,
+                session: args.session_id,
+            };
+            run_stored(state, stored.name, &args.code, run, ctx).await
+        }
+        Err(e) => {
+            let result = RunResult {
+                session_id: args.session_id,
+                ..Default::default()
+            };
+            fail(result, e)
+        }
     }
 }
 
@@ -40,11 +59,16 @@ pub async fn execute_code_file(
     let loaded = storage
         .resolve(&args.file_path)
         .and_then(|name| storage.read(&name).map(|code| (name, code)));
+    let run = Run {
+        timeout: args.timeout,
+        session: args.session_id,
+    };
     match loaded {
-        Ok((name, code)) => run_stored(state, name, &code, args.timeout, ctx).await,
+        Ok((name, code)) => run_stored(state, name, &code, run, ctx).await,
         Err(e) => {
             let result = RunResult {
                 file_path: Some(args.file_path),
+                session_id: run.session,
                 ..Default::default()
             };
             fail(result, e)
@@ -52,39 +76,89 @@ pub async fn execute_code_file(
     }
 }
 
-/// Runs a stored file's `code` in the active environment.
+/// How a stored file runs: its time limit, and the session it runs in (none: a fresh
+/// container).
+struct Run {
+    timeout: Option<u64>,
+    session: Option<String>,
+}
+
+/// Runs a stored file's `code`, in the active environment or in `run.session`.
 async fn run_stored(
     state: &State,
     name: String,
     code: &str,
-    timeout: Option<u64>,
+    run: Run,
     ctx: &RequestContext<RoleServer>,
 ) -> Result<CallToolResult, ErrorData> {
-    let env = state.envs().active_spec().clone();
     let path = state.storage.path_of(&name).to_string_lossy().into_owned();
-    let limits = &state.config.limits.with_call_timeout(timeout);
+    let limits = &state.config.limits.with_call_timeout(run.timeout);
+    let mut result = RunResult {
+        file_path: Some(path.clone()),
+        generated_filename: Some(name.clone()),
+        timeout_secs: Some(limits.timeout_secs),
+        session_id: run.session.clone(),
+        ..Default::default()
+    };
+    let env = match environment_of(state, run.session.as_deref()).await {
+        Ok(env) => env,
+        Err(e) => return fail_run(result, e),
+    };
+    result.environment = Some(env.to_string());
     let before = state.storage.snapshot();
     let progress = Progress::start(ctx, format!("running {name}"), None);
     let job = Job {
         last_line: Some(progress.last_line()),
         ..Job::run(&env, &path, code, limits)
     };
-    let mut result = RunResult {
-        file_path: Some(path.clone()),
-        generated_filename: Some(name),
-        environment: Some(env.to_string()),
-        timeout_secs: Some(limits.timeout_secs),
-        ..Default::default()
+    let ran = match run.session.as_deref() {
+        None => state.sandbox.execute(job, &ctx.ct).await.map(|o| (o, None)),
+        Some(id) => (state.sandbox.run_in_session(id, job, &ctx.ct).await)
+            .map(|r| (r.outcome, Some((id, r.state, r.ended_reason)))),
     };
-    let outcome = state.sandbox.execute(job, &ctx.ct).await;
     // No progress notification after the result.
     progress.stop().await;
-    let outcome = match outcome {
-        Ok(outcome) => outcome,
-        Err(e) => return fail(result, e),
+    let (outcome, session) = match ran {
+        Ok(ran) => ran,
+        Err(e) => return fail_run(result, e),
     };
-    record_outcome(&mut result, outcome, limits);
-    let changed = crate::storage::changed_files(&before, &state.storage.snapshot());
+    let failure = match session {
+        None => run_failure(&outcome, limits),
+        Some((id, after, reason)) => {
+            result.session_state = Some(after.into());
+            let ended = (after == SessionState::Ended)
+                .then(|| reason.unwrap_or_else(|| "its interpreter stopped".to_string()));
+            session_failure(&outcome, id, ended, limits)
+        }
+    };
+    record_outcome(&mut result, outcome, failure);
+    answer(state, result, &before)
+}
+
+/// The environment a run uses: the active one, or the session's.
+async fn environment_of(state: &State, session: Option<&str>) -> Result<EnvSpec, SandboxError> {
+    match session {
+        None => Ok(state.envs().active_spec().clone()),
+        Some(id) => state.sandbox.session_env(id).await,
+    }
+}
+
+/// A run that could not run: `fail`, noting a session that has ended.
+fn fail_run(mut result: RunResult, err: SandboxError) -> Result<CallToolResult, ErrorData> {
+    if matches!(err, SandboxError::SessionEnded { .. }) {
+        result.session_state = Some(contract::SessionState::Ended);
+    }
+    fail(result, err)
+}
+
+/// The result with the files the run created or changed since `before`, and the PNG images
+/// among them as image content.
+fn answer(
+    state: &State,
+    mut result: RunResult,
+    before: &HashMap<String, FileStat>,
+) -> Result<CallToolResult, ErrorData> {
+    let changed = crate::storage::changed_files(before, &state.storage.snapshot());
     let images = images_of(state, &changed);
     result.files = Some(file_list(state, &changed));
     result.images = Some(images.iter().map(|(name, _)| name.clone()).collect());
@@ -97,9 +171,10 @@ async fn run_stored(
     Ok(response)
 }
 
-/// Fills `result` with what the run did: status and error, output, exit and kill flags.
-fn record_outcome(result: &mut RunResult, o: RunOutcome, limits: &Limits) {
-    if let Some(error) = run_failure(&o, limits) {
+/// Fills `result` with what the run did: status and error (`failure`), output, exit and kill
+/// flags.
+fn record_outcome(result: &mut RunResult, o: RunOutcome, failure: Option<String>) {
+    if let Some(error) = failure {
         result.set_error(error);
     }
     result.output = Some(merge_output(&o.stdout, &o.stderr));
@@ -150,6 +225,43 @@ fn run_failure(o: &RunOutcome, limits: &Limits) -> Option<String> {
             ),
             Some(code) => Some(format!("the program exited with code {code}; see stderr")),
             None => Some("the program was killed before it exited".to_string()),
+        }
+    }
+}
+
+/// The `error` text of a call in a session that did not succeed: the session ended during the
+/// call (`ended`: why; the message says its state is lost), or the call was interrupted or
+/// failed and the session lives on.
+fn session_failure(
+    o: &RunOutcome,
+    id: &str,
+    ended: Option<String>,
+    limits: &Limits,
+) -> Option<String> {
+    if let Some(reason) = ended {
+        let id = id.to_string();
+        return Some(SandboxError::SessionEnded { id, reason }.to_string());
+    }
+    let alive = format!("the session {id} is still alive and keeps its state");
+    if o.cancelled {
+        Some(format!(
+            "the call was cancelled by the client and interrupted (KeyboardInterrupt); {alive}, \
+             including what the call did before the interrupt"
+        ))
+    } else if o.timed_out {
+        Some(format!(
+            "the call did not finish within {} s and was interrupted at the deadline \
+             (KeyboardInterrupt); {alive}, including what the call did before the interrupt; \
+             output printed before that is kept",
+            limits.timeout_secs
+        ))
+    } else {
+        match o.exit_code {
+            Some(0) => None,
+            Some(code) => Some(format!(
+                "the code ended with status {code} (an exception or sys.exit; see stderr); {alive}"
+            )),
+            None => Some(format!("the call ended without a status; {alive}")),
         }
     }
 }
@@ -316,7 +428,8 @@ mod tests {
             truncated: true,
             ..outcome(Some(0))
         };
-        record_outcome(&mut result, o, &limits());
+        let failure = run_failure(&o, &limits());
+        record_outcome(&mut result, o, failure);
         let json = serde_json::to_value(&result).unwrap();
         assert_eq!(
             json,
@@ -338,13 +451,105 @@ mod tests {
     #[test]
     fn a_failed_outcome_marks_the_result_failed() {
         let mut result = RunResult::default();
-        record_outcome(&mut result, outcome(Some(2)), &limits());
+        let o = outcome(Some(2));
+        record_outcome(&mut result, o.clone(), run_failure(&o, &limits()));
         assert_eq!(result.status, Status::Error);
         assert_eq!(
             result.error.as_deref(),
             Some("the program exited with code 2; see stderr")
         );
         assert_eq!(result.exit_code, Some(2));
+    }
+
+    const ID: &str = "0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn a_session_call_that_ended_the_session_says_why_and_what_to_do() {
+        let o = RunOutcome {
+            oom_killed: true,
+            ..outcome(None)
+        };
+        let reason = "the interpreter ran out of memory and was killed (MEMORY_LIMIT)";
+        assert_eq!(
+            session_failure(&o, ID, Some(reason.into()), &limits()).as_deref(),
+            Some(
+                "the session 0123456789abcdef0123456789abcdef has ended (the interpreter ran out \
+                 of memory and was killed (MEMORY_LIMIT)); its state is lost: call \
+                 create_session to start a new one"
+            )
+        );
+        // Even a clean status does not hide that the session is gone.
+        let gone = session_failure(&outcome(Some(0)), ID, Some("closed".into()), &limits());
+        assert!(gone.unwrap().contains("has ended (closed)"));
+    }
+
+    #[test]
+    fn a_timed_out_session_call_leaves_the_session_alive() {
+        let o = RunOutcome {
+            timed_out: true,
+            ..outcome(Some(130))
+        };
+        assert_eq!(
+            session_failure(&o, ID, None, &limits()).as_deref(),
+            Some(
+                "the call did not finish within 30 s and was interrupted at the deadline \
+                 (KeyboardInterrupt); the session 0123456789abcdef0123456789abcdef is still \
+                 alive and keeps its state, including what the call did before the interrupt; \
+                 output printed before that is kept"
+            )
+        );
+        let cancelled = RunOutcome {
+            cancelled: true,
+            ..outcome(Some(130))
+        };
+        let error = session_failure(&cancelled, ID, None, &limits()).unwrap();
+        assert!(
+            error.starts_with("the call was cancelled by the client"),
+            "{error}"
+        );
+        assert!(
+            error.contains("is still alive and keeps its state"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn session_call_statuses() {
+        assert_eq!(
+            session_failure(&outcome(Some(0)), ID, None, &limits()),
+            None
+        );
+        assert_eq!(
+            session_failure(&outcome(Some(1)), ID, None, &limits()).as_deref(),
+            Some(
+                "the code ended with status 1 (an exception or sys.exit; see stderr); the \
+                 session 0123456789abcdef0123456789abcdef is still alive and keeps its state"
+            )
+        );
+    }
+
+    #[test]
+    fn a_session_result_carries_the_session_and_its_state() {
+        let mut result = RunResult {
+            session_id: Some(ID.into()),
+            session_state: Some(SessionState::Alive.into()),
+            ..Default::default()
+        };
+        let o = outcome(Some(0));
+        let failure = session_failure(&o, ID, None, &limits());
+        record_outcome(&mut result, o, failure);
+        let json = serde_json::to_value(&result).unwrap();
+        assert_eq!(json["status"], "success");
+        assert_eq!(json["session_id"], ID);
+        assert_eq!(json["session_state"], "alive");
+        let ended = RunResult {
+            session_state: Some(SessionState::Ended.into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            serde_json::to_value(&ended).unwrap()["session_state"],
+            "ended"
+        );
     }
 
     #[test]
