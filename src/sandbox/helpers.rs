@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
@@ -230,9 +231,7 @@ impl Sandbox {
         let run = self.volumes.run_in(volume, &job, cancel).await?;
         if !run.succeeded() {
             // Leave nothing half-made behind: the next attempt starts from an empty volume.
-            if let Err(e) = self.volumes.remove(volume).await {
-                tracing::warn!(volume = %volume, error = %e, "could not remove a failed environment");
-            }
+            self.remove_failed_env(volume).await;
             return Err(SandboxError::EnvCreateFailed {
                 env: env.to_string(),
                 detail: run.failure_detail(),
@@ -240,6 +239,22 @@ impl Sandbox {
         }
         tracing::info!(environment = %env, "created an environment");
         Ok(())
+    }
+
+    /// Removes the volume of a failed creation. The creating container is still being removed
+    /// in the background, and the engine refuses to remove a volume in use: retry a while.
+    async fn remove_failed_env(&self, volume: &str) {
+        const ATTEMPTS: u32 = 30;
+        for attempt in 1..=ATTEMPTS {
+            match self.volumes.remove(volume).await {
+                Ok(()) => return,
+                Err(e) if attempt == ATTEMPTS || e.is_unavailable() => {
+                    tracing::warn!(volume = %volume, error = %e, "could not remove a failed environment");
+                    return;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
     }
 
     /// Installs validated requirements into `env` following `plan`, in an install container

@@ -142,6 +142,9 @@ impl Sandbox {
         job: Job<'_>,
         cancel: &CancellationToken,
     ) -> Result<RunOutcome, SandboxError> {
+        if self.life.is_closed() {
+            return Err(SandboxError::ShuttingDown);
+        }
         let warm = (job.purpose == Purpose::Run)
             .then(|| self.pool.take(job.env))
             .flatten();

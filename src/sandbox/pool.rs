@@ -156,13 +156,15 @@ impl Pool {
         }
     }
 
-    /// Keeps a container made for `generation` if that is still current, else removes it.
+    /// Keeps a container made for `generation` if that is still current, else removes it and
+    /// makes a replacement (the flush that outdated it counted it as coming).
     fn settle(&self, made: Result<Warm, SandboxError>, env: &EnvSpec, generation: u64) {
-        let discard = {
+        let (discard, stale) = {
             let mut st = lock(&self.state);
             st.filling -= 1;
-            match made {
-                Ok(w) if st.generation == generation && !self.life.is_closed() => {
+            let stale = st.generation != generation;
+            let discard = match made {
+                Ok(w) if !stale && !self.life.is_closed() => {
                     st.ready.push_back(w);
                     None
                 }
@@ -171,10 +173,14 @@ impl Pool {
                     tracing::warn!(environment = %env, error = %e, "could not pre-start a container");
                     None
                 }
-            }
+            };
+            (discard, stale)
         };
         if let Some(id) = discard {
             self.life.remove_later(id);
+        }
+        if stale {
+            self.fill();
         }
     }
 

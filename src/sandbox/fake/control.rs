@@ -25,6 +25,15 @@ impl FakeEngine {
         id
     }
 
+    /// The image `name` now has the id `id` (rebuilt), or is gone (`None`).
+    pub fn set_image(&self, name: &str, id: Option<&str>) {
+        let mut st = lock(&self.state);
+        match id {
+            Some(id) => st.images.insert(name.to_string(), id.to_string()),
+            None => st.images.remove(name),
+        };
+    }
+
     /// The next started container does `b` (queued in order, before the chooser).
     pub fn push(&self, b: Behaviour) {
         lock(&self.state).queue.push_back(b);
