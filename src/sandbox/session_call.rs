@@ -251,8 +251,7 @@ pub async fn lock_file(
 ) -> Result<Option<FileLock>, SandboxError> {
     let path = dir.join(format!("{id}.lock"));
     let instance = instance.to_string();
-    let locked =
-        tokio::task::spawn_blocking(move || lock_blocking(&path, &instance, wait)).await;
+    let locked = tokio::task::spawn_blocking(move || lock_blocking(&path, &instance, wait)).await;
     match locked {
         Ok(Ok(Some(lock))) => Ok(Some(lock)),
         Ok(Ok(None)) => Err(SandboxError::Helper {

@@ -46,6 +46,12 @@ pub(super) fn settings(pool_size: usize) -> SandboxSettings {
         run_limits: limits(2),
         pool_size,
         preimport: vec!["numpy".to_string(), "pandas".to_string()],
+        sessions: crate::sandbox::sessions::SessionSettings {
+            max_sessions: 2,
+            idle_timeout_secs: 60,
+            max_lifetime_secs: 600,
+            state_dir: std::env::temp_dir().join("mce-unit-sessions-unused"),
+        },
     }
 }
 
