@@ -72,7 +72,9 @@ pub fn is_leftover(
         .and_then(|d| d.parse::<u64>().ok())
         .is_none_or(|d| d <= now_unix);
     if is_session(labels) {
-        return expired || !running;
+        // A stopped session (its runner's idle timeout) goes; one just created and not yet
+        // started is left alone for the grace period.
+        return expired || (!running && created_unix + ORPHAN_GRACE_SECS < now_unix as i64);
     }
     let orphan = labels
         .get(LABEL_INSTANCE)
@@ -203,8 +205,10 @@ mod tests {
         };
         // Its server is gone, but a running session before its deadline stays.
         assert!(!is_leftover(&session(2000), 100, true, &live, 1000));
-        // A session whose runner stopped (idle timeout) goes.
+        // A session whose runner stopped (idle timeout) goes...
         assert!(is_leftover(&session(2000), 100, false, &live, 1000));
+        // ...but one just created, not started yet, is spared.
+        assert!(!is_leftover(&session(2000), 995, false, &live, 1000));
         // Past its lifetime it goes.
         assert!(is_leftover(&session(999), 100, true, &live, 1000));
         assert!(is_session(&session(0)));

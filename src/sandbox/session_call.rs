@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
-use super::engine::{Attached, ContainerEngine, OutputChunk};
+use super::engine::{Attached, ContainerEngine, ContainerState, OutputChunk};
 use super::output::MarkedStream;
 use super::runner::{Job, RunOutcome};
 use super::sessions::SessionInfo;
@@ -163,17 +163,22 @@ async fn died(
     };
     outcome.exit_code = state.exit_code;
     outcome.oom_killed = state.oom_killed;
-    Ok(if state.oom_killed {
+    Ok(why_stopped(&state))
+}
+
+/// Why a session's interpreter stopped, from its container's state.
+pub fn why_stopped(state: &ContainerState) -> String {
+    if state.oom_killed {
         "the interpreter ran out of memory and was killed (MEMORY_LIMIT)".to_string()
     } else {
         match state.exit_code {
             Some(code) => format!(
-                "the interpreter exited with code {code} (os._exit, a crash, or its lifetime \
-                 SESSION_MAX_LIFETIME ran out)"
+                "the interpreter exited with code {code} (os._exit, a crash, its idle timeout \
+                 SESSION_IDLE_TIMEOUT, or its lifetime SESSION_MAX_LIFETIME ran out)"
             ),
             None => "the interpreter's container stopped".to_string(),
         }
-    })
+    }
 }
 
 /// A session's record in the storage folder.

@@ -208,7 +208,8 @@ impl Sandbox {
         for c in listed {
             if let Some(session) = self.adoptable(&c) {
                 let mut live = lock(&self.sessions.live);
-                if !live.contains_key(&session.id) {
+                let ended = lock(&self.sessions.ended).contains_key(&session.id);
+                if !ended && !live.contains_key(&session.id) {
                     live.insert(session.id.clone(), Arc::new(session));
                     adopted += 1;
                 }
@@ -224,6 +225,12 @@ impl Sandbox {
             return None;
         }
         let id = l.get(LABEL_SESSION).filter(|id| valid_id(id))?.clone();
+        let state_dir = &self.settings.sessions.state_dir;
+        if lock(&self.sessions.ended).contains_key(&id)
+            || session_call::ended_reason(state_dir, &id).is_some()
+        {
+            return None;
+        }
         let env_type = EnvType::parse(l.get(labels::LABEL_ENV_TYPE)?).ok()?;
         let env = EnvSpec::new(
             env_type,
@@ -295,8 +302,12 @@ impl Sandbox {
 
     /// Removes a session's container and remembers why it ended.
     async fn end_session(&self, session: &Session, reason: &str) -> Result<(), SandboxError> {
-        lock(&self.sessions.live).remove(&session.id);
-        lock(&self.sessions.ended).insert(session.id.clone(), reason.to_string());
+        {
+            // Both under the live lock: an adoption running meanwhile cannot bring it back.
+            let mut live = lock(&self.sessions.live);
+            lock(&self.sessions.ended).insert(session.id.clone(), reason.to_string());
+            live.remove(&session.id);
+        }
         session_call::save_ended(&self.settings.sessions.state_dir, &session.id, reason);
         *session.io.lock().await = None;
         Ok(self.life.engine().remove(&session.container).await?)
@@ -338,18 +349,25 @@ impl Sandbox {
         }
         let engine = self.life.engine();
         if io.is_none() {
-            match engine.attach(&session.container).await {
-                Ok(attached) => *io = Some(attached),
+            // Attaching to a stopped container never returns: look first.
+            let stopped = match engine.inspect(&session.container).await {
+                Ok(state) if state.running => None,
+                Ok(state) => Some(session_call::why_stopped(&state)),
                 Err(e) if e.is_unavailable() => return Err(e.into()),
-                Err(_) => {
+                Err(_) => Some(session_call::GONE.to_string()),
+            };
+            let attached = match stopped {
+                None => engine.attach(&session.container).await,
+                Some(reason) => {
                     drop(io);
-                    self.end_session(&session, session_call::GONE).await?;
+                    self.end_session(&session, &reason).await?;
                     return Err(SandboxError::SessionEnded {
                         id: id.to_string(),
-                        reason: session_call::GONE.to_string(),
+                        reason,
                     });
                 }
-            }
+            };
+            *io = Some(attached?);
         }
         let Some(attached) = io.as_mut() else {
             return Err(SandboxError::ShuttingDown);
