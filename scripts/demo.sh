@@ -2,7 +2,7 @@
 # First run: builds the image of the default environment (venv) and the server, then runs a
 # sample program through the server over MCP stdio and prints the result.
 #
-# The first run on a new machine takes several minutes (about 5-10 on 2 cores): where no image
+# The first run on a new machine takes several minutes (10-15 on 2 cores): where no image
 # registry is reachable it debootstraps a minimal Debian as the base image, installs numpy,
 # pandas and matplotlib into the venv image, and compiles the server. Later runs take seconds.
 set -euo pipefail
@@ -17,11 +17,13 @@ else
 fi
 scripts/build-images.sh venv
 if [ ! -x "${CARGO_TARGET_DIR:-target}/release/mcp-code-executor" ]; then
-  say "step 2/3: compiling the server (cargo build --release); the first time about 3-5 minutes on 2 cores"
+  say "step 2/3: compiling the server (cargo build --release); the first time 5-10 minutes on 2 cores"
 else
   say "step 2/3: compiling the server (cargo build --release; quick when nothing changed)"
 fi
 cargo build --release --locked
 say "step 3/3: starting the server over MCP stdio and running a sample program"
-cargo run --release --locked --quiet --example demo
+# The client example builds in the debug profile (its test-only dependencies compile much
+# faster so, and scripts/test.sh reuses them); the server it starts is the release binary.
+cargo run --locked --quiet --example demo
 say "done in $((SECONDS - started)) s"
