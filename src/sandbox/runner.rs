@@ -278,12 +278,17 @@ fn payload(job: &Job<'_>, marker: &str) -> Vec<u8> {
         "argv": job.argv,
         "marker": marker,
         "plots": job.purpose == Purpose::Run,
-    })
-    .to_string();
-    let mut payload = Vec::with_capacity(header.len() + 1 + job.code.len());
+    });
+    frame(&header, job.code)
+}
+
+/// A JSON header line followed by `code`: how programs reach the runners.
+pub fn frame(header: &serde_json::Value, code: &str) -> Vec<u8> {
+    let header = header.to_string();
+    let mut payload = Vec::with_capacity(header.len() + 1 + code.len());
     payload.extend_from_slice(header.as_bytes());
     payload.push(b'\n');
-    payload.extend_from_slice(job.code.as_bytes());
+    payload.extend_from_slice(code.as_bytes());
     payload
 }
 

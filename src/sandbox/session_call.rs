@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::engine::{Attached, ContainerEngine, ContainerState, OutputChunk};
 use super::output::MarkedStream;
-use super::runner::{Job, RunOutcome};
+use super::runner::{Job, RunOutcome, frame};
 use super::sessions::SessionInfo;
 use crate::error::SandboxError;
 
@@ -119,13 +119,8 @@ fn request(job: &Job<'_>, marker: &str) -> Vec<u8> {
         "marker": marker,
         "length": job.code.len(),
         "plots": true,
-    })
-    .to_string();
-    let mut payload = Vec::with_capacity(header.len() + 1 + job.code.len());
-    payload.extend_from_slice(header.as_bytes());
-    payload.push(b'\n');
-    payload.extend_from_slice(job.code.as_bytes());
-    payload
+    });
+    frame(&header, job.code)
 }
 
 fn outcome(
