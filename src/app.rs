@@ -153,9 +153,11 @@ pub async fn serve(config: Config) -> Result<(), Error> {
         instance = state.sandbox.instance(),
         "mcp-code-executor ready"
     );
-    let background = tokio::spawn(prepare_in_background(Arc::clone(&state)));
+    // Not aborted at shutdown: a sentinel being made must be finished, then swept.
+    tokio::spawn(prepare_in_background(Arc::clone(&state)));
+    let sweeps = tokio::spawn(sweep_periodically(Arc::clone(&state)));
     let served = serve_stdio(Arc::clone(&state)).await;
-    background.abort();
+    sweeps.abort();
     state.sandbox.close();
     match state.sandbox.remove_own().await {
         Ok(0) => {}
@@ -171,7 +173,7 @@ const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Starts the sentinel, removes leftovers of servers that died (even by SIGKILL), adopts the
 /// storage folder's live sessions and fills the pool, in the background, so that `initialize`
-/// is answered at once; then sweeps periodically for as long as the server runs.
+/// is answered at once.
 async fn prepare_in_background(state: Arc<State>) {
     let sandbox = &state.sandbox;
     if let Err(e) = sandbox
@@ -187,6 +189,10 @@ async fn prepare_in_background(state: Arc<State>) {
         Err(e) => tracing::warn!("could not look for live sessions: {e}"),
     }
     state.warm_up();
+}
+
+/// Sweeps every [`SWEEP_EVERY`] for as long as the server runs.
+async fn sweep_periodically(state: Arc<State>) {
     loop {
         tokio::time::sleep(SWEEP_EVERY).await;
         sweep(&state).await;
