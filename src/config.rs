@@ -71,6 +71,8 @@ pub struct Config {
     pub install_source: InstallSource,
     /// Containers running at once.
     pub max_concurrent_runs: usize,
+    /// Containers one principal runs at once (HTTP).
+    pub max_runs_per_principal: usize,
     /// Pre-started containers.
     pub pool_size: usize,
     /// Images a run returns at most, and their largest size in bytes.
@@ -100,6 +102,7 @@ impl Config {
         };
         let images = images_from_cli(&cli)?;
         let sessions = sessions_from_cli(&cli, &storage.dir)?;
+        let max_concurrent_runs = positive("MAX_CONCURRENT_RUNS", cli.max_concurrent_runs)?;
         Ok(Config {
             storage_dir: storage.dir,
             host_storage_dir: storage.host_dir,
@@ -110,7 +113,8 @@ impl Config {
             limits,
             install_limits,
             install_source,
-            max_concurrent_runs: positive("MAX_CONCURRENT_RUNS", cli.max_concurrent_runs)?,
+            max_concurrent_runs,
+            max_runs_per_principal: runs_per_principal(cli, max_concurrent_runs)?,
             pool_size: pool_size(cli.pool_size)?,
             preimport: module_list(&cli.preimport)?,
             max_images: cli.max_images,
@@ -199,6 +203,20 @@ fn install_source_from_cli(cli: &Cli) -> Result<InstallSource, ConfigError> {
             .map(|u| index_url("EXTRA_INDEX_URL", u))
             .transpose()?,
     })
+}
+
+/// A principal's share of the runs: `MAX_RUNS_PER_PRINCIPAL`, by default half of
+/// `MAX_CONCURRENT_RUNS` (at least 1); never more than `MAX_CONCURRENT_RUNS`.
+fn runs_per_principal(cli: &Cli, max_concurrent: usize) -> Result<usize, ConfigError> {
+    match cli.max_runs_per_principal {
+        None => Ok((max_concurrent / 2).max(1)),
+        Some(n) if n > max_concurrent => Err(invalid(
+            "MAX_RUNS_PER_PRINCIPAL",
+            n,
+            &format!("must be at most MAX_CONCURRENT_RUNS ({max_concurrent})"),
+        )),
+        Some(n) => positive("MAX_RUNS_PER_PRINCIPAL", n),
+    }
 }
 
 /// Session limits: how many at once, idle timeout and lifetime (at least the idle timeout).

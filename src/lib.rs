@@ -12,6 +12,7 @@
 //!   [`sandbox::docker`] implements (the only code that talks to Docker).
 //! - [`config`]: settings (CLI flags and environment variables) → validated [`config::Config`].
 //! - [`environment`]: the environment kinds, their names/paths and interpreters (pure data).
+//! - [`principal`]: who is calling over HTTP (a validated name; one world each).
 //! - [`limits`]: value types (limits, images, install source) shared by every layer.
 //! - [`error`]: typed errors, one enum per subsystem.
 
@@ -21,6 +22,7 @@ pub mod environment;
 pub mod error;
 pub mod limits;
 pub mod packages;
+pub mod principal;
 pub mod sandbox;
 pub mod server;
 pub mod storage;

@@ -107,6 +107,11 @@ pub struct Cli {
     #[arg(long, env = "MAX_CONCURRENT_RUNS", default_value_t = DEFAULT_MAX_CONCURRENT_RUNS)]
     pub max_concurrent_runs: usize,
 
+    /// Over HTTP, containers one principal runs at once (its fair share; further calls of that
+    /// principal wait) [default: half of MAX_CONCURRENT_RUNS, at least 1]
+    #[arg(long, env = "MAX_RUNS_PER_PRINCIPAL")]
+    pub max_runs_per_principal: Option<usize>,
+
     /// Sessions (live interpreters, see create_session) open at once, 1 to 64
     #[arg(long, env = "MAX_SESSIONS", default_value_t = DEFAULT_MAX_SESSIONS)]
     pub max_sessions: usize,
