@@ -16,7 +16,7 @@ use crate::error::Error;
 use crate::sandbox::docker::DockerEngine;
 use crate::sandbox::engine::ContainerEngine;
 use crate::sandbox::helpers::volume_matches;
-use crate::server::{CodeExecutor, State};
+use crate::server::{CodeExecutor, State, Worlds};
 
 /// Runs the maintenance command of `config`, or serves MCP when there is none.
 pub async fn main(config: Config) -> Result<(), Error> {
@@ -146,7 +146,8 @@ pub async fn serve(config: Config) -> Result<(), Error> {
             config.storage_dir.display()
         );
     }
-    let state = Arc::new(State::new(config, engine)?);
+    let worlds = Worlds::single(config, engine)?;
+    let state = worlds.anchor();
     tracing::info!(
         storage = %state.config.storage_dir.display(),
         environment = %state.config.environments.active_spec(),
@@ -154,17 +155,28 @@ pub async fn serve(config: Config) -> Result<(), Error> {
         "mcp-code-executor ready"
     );
     // Not aborted at shutdown: a sentinel being made must be finished, then swept.
-    tokio::spawn(prepare_in_background(Arc::clone(&state)));
-    let sweeps = tokio::spawn(sweep_periodically(Arc::clone(&state)));
-    let served = serve_stdio(Arc::clone(&state)).await;
+    tokio::spawn(prepare_in_background(Arc::clone(&worlds)));
+    let sweeps = tokio::spawn(sweep_periodically(Arc::clone(&worlds)));
+    let served = serve_stdio(Arc::clone(&worlds)).await;
     sweeps.abort();
-    state.sandbox.close();
-    match state.sandbox.remove_own().await {
+    remove_containers(&worlds).await;
+    served
+}
+
+/// On shutdown: refuses new runs and removes every container of this server but live sessions
+/// (waiting for pre-started containers being made).
+async fn remove_containers(worlds: &Arc<Worlds>) {
+    worlds.lifecycle().close();
+    let busy = Arc::clone(worlds);
+    match worlds
+        .lifecycle()
+        .remove_own(move || busy.pool_filling() > 0)
+        .await
+    {
         Ok(0) => {}
         Ok(n) => tracing::info!("removed {n} container(s) still running"),
         Err(e) => tracing::warn!("could not remove this server's containers: {e}"),
     }
-    served
 }
 
 /// How often the server sweeps for leftovers (containers of servers that died after this one
@@ -174,50 +186,58 @@ const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 /// Starts the sentinel, removes leftovers of servers that died (even by SIGKILL), adopts the
 /// storage folder's live sessions and fills the pool, in the background, so that `initialize`
 /// is answered at once.
-async fn prepare_in_background(state: Arc<State>) {
-    let sandbox = &state.sandbox;
-    if let Err(e) = sandbox
-        .start_sentinel(state.config.environments.active_spec())
+async fn prepare_in_background(worlds: Arc<Worlds>) {
+    let anchor = worlds.anchor();
+    if let Err(e) = anchor
+        .sandbox
+        .start_sentinel(anchor.config.environments.active_spec())
         .await
     {
         tracing::warn!("could not start the sentinel container: {e}");
     }
-    sweep(&state).await;
-    match sandbox.adopt_sessions().await {
+    sweep(&worlds).await;
+    if worlds.per_principal_mode() {
+        // Each principal's pool fills on its first call.
+        worlds.open_worlds_with_sessions();
+        return;
+    }
+    match anchor.sandbox.adopt_sessions().await {
         Ok(0) => {}
         Ok(n) => tracing::info!("found {n} live session(s) of this storage folder"),
         Err(e) => tracing::warn!("could not look for live sessions: {e}"),
     }
-    state.warm_up();
+    anchor.warm_up();
 }
 
 /// Sweeps every [`SWEEP_EVERY`] for as long as the server runs.
-async fn sweep_periodically(state: Arc<State>) {
+async fn sweep_periodically(worlds: Arc<Worlds>) {
     loop {
         tokio::time::sleep(SWEEP_EVERY).await;
-        sweep(&state).await;
+        sweep(&worlds).await;
     }
 }
 
-/// One sweep: leftovers of dead servers, stopped sessions, idle sessions.
-async fn sweep(state: &State) {
-    match state.sandbox.remove_leftovers().await {
+/// One sweep: leftovers of dead servers, stopped sessions, idle sessions (in every world).
+async fn sweep(worlds: &Worlds) {
+    match worlds.anchor().sandbox.remove_leftovers().await {
         Ok(0) => {}
         Ok(n) => tracing::info!("removed {n} leftover container(s)"),
         Err(e) => tracing::debug!("could not check for leftover containers: {e}"),
     }
-    match state.sandbox.reap_sessions().await {
-        Ok(0) => {}
-        Ok(n) => tracing::info!("ended {n} idle session(s)"),
-        Err(e) => tracing::debug!("could not end idle sessions: {e}"),
+    for world in worlds.all() {
+        match world.sandbox.reap_sessions().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!("ended {n} idle session(s)"),
+            Err(e) => tracing::debug!("could not end idle sessions: {e}"),
+        }
     }
 }
 
 /// Serves MCP on stdin/stdout until the client leaves, SIGTERM or SIGINT.
-async fn serve_stdio(state: Arc<State>) -> Result<(), Error> {
+async fn serve_stdio(worlds: Arc<Worlds>) -> Result<(), Error> {
     let mut sigterm = signal(SignalKind::terminate()).map_err(Error::Signals)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(Error::Signals)?;
-    let service = CodeExecutor::new(state)
+    let service = CodeExecutor::new(worlds)
         .serve(rmcp::transport::stdio())
         .await
         .map_err(|e| Error::Transport(e.to_string()))?;

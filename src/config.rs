@@ -114,7 +114,7 @@ impl Config {
             install_limits,
             install_source,
             max_concurrent_runs,
-            max_runs_per_principal: runs_per_principal(cli, max_concurrent_runs)?,
+            max_runs_per_principal: runs_per_principal(&cli, max_concurrent_runs)?,
             pool_size: pool_size(cli.pool_size)?,
             preimport: module_list(&cli.preimport)?,
             max_images: cli.max_images,

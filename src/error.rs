@@ -188,4 +188,9 @@ pub enum Error {
     Transport(String),
     #[error("cannot install signal handlers: {0}")]
     Signals(#[source] std::io::Error),
+    #[error(
+        "this request carries no principal: the HTTP layer did not authenticate it; \
+         call /mcp with an Authorization: Bearer token"
+    )]
+    NoPrincipal,
 }

@@ -33,6 +33,8 @@ pub const LABEL_SESSION: &str = "mcp-code-executor.session";
 pub const LABEL_SESSION_NAME: &str = "mcp-code-executor.session-name";
 /// On session containers: the storage folder (as the daemon sees it) the session belongs to.
 pub const LABEL_STORAGE: &str = "mcp-code-executor.storage";
+/// The principal whose world an environment volume belongs to (HTTP only).
+pub const LABEL_PRINCIPAL: &str = "mcp-code-executor.principal";
 /// On session containers: Unix time of creation.
 pub const LABEL_CREATED: &str = "mcp-code-executor.created";
 
@@ -83,9 +85,16 @@ pub fn is_leftover(
     expired || orphan
 }
 
-/// The name of the volume holding `env` as seeded from `image_id` and owned by `run_as`. A
-/// rebuilt image or another run user gets a fresh volume.
-pub fn env_volume_name(env: &EnvSpec, image_id: &str, run_as: (u32, u32)) -> String {
+/// The name of the volume holding `env` as seeded from `image_id` and owned by `run_as`, for
+/// `principal` (over HTTP each principal has its own volumes, so its installs are its own). A
+/// rebuilt image or another run user gets a fresh volume. Without a principal (stdio) the name
+/// is what it always was, so existing environments are kept.
+pub fn env_volume_name(
+    env: &EnvSpec,
+    image_id: &str,
+    run_as: (u32, u32),
+    principal: Option<&str>,
+) -> String {
     let slug: String = env
         .location()
         .trim_start_matches('/')
@@ -100,15 +109,22 @@ pub fn env_volume_name(env: &EnvSpec, image_id: &str, run_as: (u32, u32)) -> Str
         .take(40)
         .collect();
     let id = image_id.trim_start_matches("sha256:");
-    let key = format!(
+    let mut key = format!(
         "{}|{}|{id}|{}:{}",
         env.env_type,
         env.location(),
         run_as.0,
         run_as.1
     );
+    let owner = match principal {
+        None => String::new(),
+        Some(p) => {
+            key.push_str(&format!("|principal={p}"));
+            format!("{p}-")
+        }
+    };
     let digest = fnv1a64(key.as_bytes());
-    format!("mce-{}-{slug}-{digest:016x}", env.env_type.as_str())
+    format!("mce-{}-{owner}{slug}-{digest:016x}", env.env_type.as_str())
 }
 
 /// A stable, dependency-free hash for names (not for security).
@@ -118,9 +134,13 @@ fn fnv1a64(bytes: &[u8]) -> u64 {
     })
 }
 
-/// Labels of an environment volume.
-pub fn env_volume_labels(env: &EnvSpec, image: &str) -> HashMap<String, String> {
-    HashMap::from([
+/// Labels of an environment volume (of `principal`'s world, over HTTP).
+pub fn env_volume_labels(
+    env: &EnvSpec,
+    image: &str,
+    principal: Option<&str>,
+) -> HashMap<String, String> {
+    let mut labels = HashMap::from([
         (LABEL_ENV_VOLUME.to_string(), "true".to_string()),
         (
             LABEL_ENV_TYPE.to_string(),
@@ -128,7 +148,11 @@ pub fn env_volume_labels(env: &EnvSpec, image: &str) -> HashMap<String, String> 
         ),
         (LABEL_ENV_LOCATION.to_string(), env.location().to_string()),
         (LABEL_IMAGE.to_string(), image.to_string()),
-    ])
+    ]);
+    if let Some(p) = principal {
+        labels.insert(LABEL_PRINCIPAL.to_string(), p.to_string());
+    }
+    labels
 }
 
 /// The marker volume whose existence says `volume` is seeded and handed to the run user.
@@ -229,26 +253,39 @@ mod tests {
 
     #[test]
     fn volume_names() {
-        let a = env_volume_name(&venv(), "sha256:abc", (1000, 1000));
+        let a = env_volume_name(&venv(), "sha256:abc", (1000, 1000), None);
         assert!(a.starts_with("mce-venv-opt_venv-"), "{a}");
-        assert_eq!(a, env_volume_name(&venv(), "sha256:abc", (1000, 1000)));
-        assert_ne!(a, env_volume_name(&venv(), "sha256:abd", (1000, 1000)));
-        assert_ne!(a, env_volume_name(&venv(), "sha256:abc", (1001, 1000)));
+        assert_eq!(
+            a,
+            env_volume_name(&venv(), "sha256:abc", (1000, 1000), None)
+        );
+        assert_ne!(
+            a,
+            env_volume_name(&venv(), "sha256:abd", (1000, 1000), None)
+        );
+        assert_ne!(
+            a,
+            env_volume_name(&venv(), "sha256:abc", (1001, 1000), None)
+        );
         let x = EnvSpec::new(EnvType::Venv, Some("/opt/a_b")).unwrap();
         let y = EnvSpec::new(EnvType::Venv, Some("/opt/a/b")).unwrap();
         assert_ne!(
-            env_volume_name(&x, "i", (1, 1)),
-            env_volume_name(&y, "i", (1, 1))
+            env_volume_name(&x, "i", (1, 1), None),
+            env_volume_name(&y, "i", (1, 1), None)
         );
         let long = EnvSpec::new(EnvType::Conda, Some(&"n".repeat(64))).unwrap();
-        let name = env_volume_name(&long, "i", (1, 1));
+        let owned = env_volume_name(&venv(), "i", (1, 1), Some("team-a"));
+        assert!(owned.starts_with("mce-venv-team-a-"), "{owned}");
+        assert_ne!(owned, env_volume_name(&venv(), "i", (1, 1), Some("team-b")));
+        assert_ne!(owned, env_volume_name(&venv(), "i", (1, 1), None));
+        let name = env_volume_name(&long, "i", (1, 1), None);
         assert!(
             name.len() < 100
                 && name
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || "-_".contains(c))
         );
-        let labels = env_volume_labels(&venv(), "img");
+        let labels = env_volume_labels(&venv(), "img", None);
         assert_eq!(labels.get(LABEL_ENV_TYPE).map(String::as_str), Some("venv"));
         assert_eq!(
             labels.get(LABEL_ENV_LOCATION).map(String::as_str),

@@ -66,6 +66,10 @@ pub struct SandboxSettings {
     pub preimport: Vec<String>,
     /// Session limits and records.
     pub sessions: SessionSettings,
+    /// Whose world this is (over HTTP): its environment volumes are its own.
+    pub principal: Option<String>,
+    /// Runs of this world at once (its fair share of `max_concurrent`; 0: no own limit).
+    pub max_runs: usize,
 }
 
 impl SandboxSettings {
@@ -112,12 +116,24 @@ pub struct Sandbox {
     /// Serialises preparing and creating environments.
     env_lock: tokio::sync::Mutex<()>,
     sessions: Sessions,
+    /// This world's share of the runs (`settings.max_runs`), when it has one.
+    fair_share: Option<tokio::sync::Semaphore>,
 }
 
 impl Sandbox {
+    /// The sandbox of a server with one world (stdio), with its own lifecycle.
     pub fn new(settings: SandboxSettings, engine: Arc<dyn ContainerEngine>) -> Arc<Self> {
-        let settings = Arc::new(settings);
         let life = Lifecycle::new(engine, settings.max_concurrent);
+        Self::in_world(settings, life)
+    }
+
+    /// The sandbox of one world of a server with several (one per HTTP principal): they share
+    /// `life` (the instance, its containers and the `max_concurrent` slots); each has its own
+    /// pool, environment volumes, sessions and share of the slots.
+    pub fn in_world(settings: SandboxSettings, life: Lifecycle) -> Arc<Self> {
+        let settings = Arc::new(settings);
+        let fair_share =
+            (settings.max_runs > 0).then(|| tokio::sync::Semaphore::new(settings.max_runs));
         let volumes = Volumes::new(life.clone(), Arc::clone(&settings));
         let pool = Pool::new(life.clone(), volumes.clone(), Arc::clone(&settings));
         Arc::new(Sandbox {
@@ -127,7 +143,23 @@ impl Sandbox {
             pool,
             env_lock: tokio::sync::Mutex::new(()),
             sessions: Sessions::default(),
+            fair_share,
         })
+    }
+
+    /// The lifecycle this sandbox shares with the other worlds of its server.
+    pub fn lifecycle(&self) -> &Lifecycle {
+        &self.life
+    }
+
+    /// Pre-started containers being made for this world now.
+    pub fn pool_filling(&self) -> usize {
+        self.pool.filling()
+    }
+
+    /// Pre-started containers ready for this world now.
+    pub fn pool_ready(&self) -> usize {
+        self.pool.ready()
     }
 
     pub fn instance(&self) -> &str {
@@ -145,6 +177,15 @@ impl Sandbox {
         if self.life.is_closed() {
             return Err(SandboxError::ShuttingDown);
         }
+        // This world's fair share first; a call cancelled while it waits goes on and is
+        // reported as cancelled by the runner, which sees the same token.
+        let _share = match &self.fair_share {
+            Some(share) => tokio::select! {
+                permit = share.acquire() => Some(permit.map_err(|_| SandboxError::ShuttingDown)?),
+                _ = cancel.cancelled() => None,
+            },
+            None => None,
+        };
         let warm = (job.purpose == Purpose::Run)
             .then(|| self.pool.take(job.env))
             .flatten();

@@ -184,7 +184,11 @@ impl Sandbox {
         env: &EnvSpec,
         created: u64,
     ) -> HashMap<String, String> {
-        let mut l = labels::env_volume_labels(env, self.settings.images.for_type(env.env_type));
+        let mut l = labels::env_volume_labels(
+            env,
+            self.settings.images.for_type(env.env_type),
+            self.settings.principal.as_deref(),
+        );
         l.remove(labels::LABEL_ENV_VOLUME);
         l.insert(LABEL_SESSION.to_string(), id.to_string());
         l.insert(

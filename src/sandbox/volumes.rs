@@ -83,7 +83,12 @@ impl Volumes {
     /// prefix and handed to the run user.
     pub async fn env_volume(&self, env: &EnvSpec) -> Result<String, SandboxError> {
         let image_id = self.image_id(env).await?;
-        let name = labels::env_volume_name(env, &image_id, self.settings.run_as);
+        let name = labels::env_volume_name(
+            env,
+            &image_id,
+            self.settings.run_as,
+            self.settings.principal.as_deref(),
+        );
         if lock(&self.inner.known).contains(&name) {
             return Ok(name);
         }
@@ -168,7 +173,10 @@ impl Volumes {
         // A volume without its marker is the leftover of a seed that died half-way.
         engine.remove_volume(volume).await?;
         engine
-            .ensure_volume(volume, labels::env_volume_labels(env, self.image(env)))
+            .ensure_volume(
+                volume,
+                labels::env_volume_labels(env, self.image(env), self.settings.principal.as_deref()),
+            )
             .await?;
         let argv = self.prepare_argv(env);
         let job = Job::helper(

@@ -19,6 +19,9 @@ mod progress;
 mod reply;
 mod run;
 mod sessions;
+mod worlds;
+
+pub use worlds::Worlds;
 
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -28,10 +31,12 @@ use rmcp::model::{CallToolResult, Implementation, ServerCapabilities, ServerConf
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler, tool, tool_handler, tool_router};
 
-use crate::config::Config;
+use crate::config::{Config, SESSIONS_STATE_DIR};
 use crate::environment::Environments;
-use crate::error::Error;
+use crate::error::{Error, StorageError};
+use crate::principal::Principal;
 use crate::sandbox::engine::ContainerEngine;
+use crate::sandbox::lifecycle::Lifecycle;
 use crate::sandbox::{Sandbox, SandboxSettings};
 use crate::storage::Storage;
 use contract::{
@@ -61,13 +66,45 @@ pub struct State {
 }
 
 impl State {
+    /// The one world of a server without principals (stdio): the storage folder's root.
     pub fn new(config: Config, engine: Arc<dyn ContainerEngine>) -> Result<Self, Error> {
+        let life = Lifecycle::new(engine, config.max_concurrent_runs);
+        Self::build(config, None, life, 0)
+    }
+
+    /// `principal`'s world on a server with several: its own storage subfolder
+    /// (`<storage>/<principal>/`, with its own session records), environment volumes, active
+    /// environment, pool and share of the runs; the instance and its slots are `life`'s.
+    pub fn for_principal(
+        base: &Config,
+        principal: &Principal,
+        life: Lifecycle,
+    ) -> Result<Self, Error> {
+        let mut config = base.clone();
+        config.storage_dir = base.storage_dir.join(principal.as_str());
+        config.host_storage_dir = base.host_storage_dir.join(principal.as_str());
+        config.sessions.state_dir = config.storage_dir.join(SESSIONS_STATE_DIR);
+        std::fs::create_dir_all(&config.storage_dir).map_err(|source| StorageError::Io {
+            what: "cannot create the principal's storage folder",
+            path: config.storage_dir.clone(),
+            source,
+        })?;
+        let share = base.max_runs_per_principal;
+        Self::build(config, Some(principal), life, share)
+    }
+
+    fn build(
+        config: Config,
+        principal: Option<&Principal>,
+        life: Lifecycle,
+        max_runs: usize,
+    ) -> Result<Self, Error> {
         let storage = Storage::new(
             config.storage_dir.clone(),
             config.limits.max_code_bytes,
             config.run_as,
         )?;
-        let sandbox = Sandbox::new(
+        let sandbox = Sandbox::in_world(
             SandboxSettings {
                 images: config.images.clone(),
                 run_as: config.run_as,
@@ -80,8 +117,10 @@ impl State {
                 pool_size: config.pool_size,
                 preimport: config.preimport.clone(),
                 sessions: config.sessions.clone(),
+                principal: principal.map(|p| p.as_str().to_string()),
+                max_runs,
             },
-            engine,
+            life,
         );
         Ok(State {
             envs: Mutex::new(config.environments.clone()),
@@ -104,19 +143,27 @@ impl State {
     }
 }
 
-/// The MCP server.
+/// The MCP server (one value per MCP connection; they share the worlds).
 #[derive(Debug, Clone)]
 pub struct CodeExecutor {
-    state: Arc<State>,
+    worlds: Arc<Worlds>,
     tool_router: ToolRouter<Self>,
 }
 
 impl CodeExecutor {
-    pub fn new(state: Arc<State>) -> Self {
+    pub fn new(worlds: Arc<Worlds>) -> Self {
         CodeExecutor {
-            state,
+            worlds,
             tool_router: Self::tool_router(),
         }
+    }
+
+    /// The world the call of `ctx` works in (see [`Worlds::world_of`]). Not finding one is a
+    /// failure of the server or of the transport, not of the tool: a JSON-RPC error.
+    fn world(&self, ctx: &RequestContext<RoleServer>) -> Result<Arc<State>, ErrorData> {
+        self.worlds
+            .world_of(ctx)
+            .map_err(|e| ErrorData::internal_error(e.to_string(), None))
     }
 }
 
@@ -137,7 +184,7 @@ impl CodeExecutor {
         Parameters(args): Parameters<ExecuteCodeArgs>,
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
-        run::execute_code(&self.state, args, &ctx).await
+        run::execute_code(&*self.world(&ctx)?, args, &ctx).await
     }
 
     /// Run a file stored earlier (by execute_code or initialize_code_file), given by its bare
@@ -152,7 +199,7 @@ impl CodeExecutor {
         Parameters(args): Parameters<ExecuteCodeFileArgs>,
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
-        run::execute_code_file(&self.state, args, &ctx).await
+        run::execute_code_file(&*self.world(&ctx)?, args, &ctx).await
     }
 
     /// Create a new .py file in the storage directory (for building up a long program) and
@@ -164,8 +211,9 @@ impl CodeExecutor {
     async fn initialize_code_file(
         &self,
         Parameters(args): Parameters<InitializeCodeFileArgs>,
+        ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
-        files::initialize(&self.state.storage, args)
+        files::initialize(&self.world(&ctx)?.storage, args)
     }
 
     /// Append content to a file created earlier.
@@ -176,8 +224,9 @@ impl CodeExecutor {
     async fn append_to_code_file(
         &self,
         Parameters(args): Parameters<AppendToCodeFileArgs>,
+        ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
-        files::append(&self.state.storage, args)
+        files::append(&self.world(&ctx)?.storage, args)
     }
 
     /// Return the content of a file in the storage directory.
@@ -188,8 +237,9 @@ impl CodeExecutor {
     async fn read_code_file(
         &self,
         Parameters(args): Parameters<FilePathArgs>,
+        ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
-        files::read(&self.state.storage, args)
+        files::read(&self.world(&ctx)?.storage, args)
     }
 
     /// Install packages into the active environment with its own installer (pip, uv, or conda
@@ -205,7 +255,7 @@ impl CodeExecutor {
         Parameters(args): Parameters<PackagesArgs>,
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
-        packages::install(&self.state, args, &ctx).await
+        packages::install(&*self.world(&ctx)?, args, &ctx).await
     }
 
     /// Check whether packages are installed in the active environment. Accepts distribution
@@ -220,7 +270,7 @@ impl CodeExecutor {
         Parameters(args): Parameters<PackagesArgs>,
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
-        packages::check(&self.state, args, &ctx).await
+        packages::check(&*self.world(&ctx)?, args, &ctx).await
     }
 
     /// Switch the active environment: type venv, venv-uv or conda, with an optional environment
@@ -235,7 +285,7 @@ impl CodeExecutor {
         Parameters(args): Parameters<ConfigureEnvironmentArgs>,
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
-        environment::configure(&self.state, args, &ctx).await
+        environment::configure(&*self.world(&ctx)?, args, &ctx).await
     }
 
     /// Start a session: a live Python interpreter, in its own offline, locked-down container,
@@ -254,7 +304,7 @@ impl CodeExecutor {
         Parameters(args): Parameters<CreateSessionArgs>,
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
-        sessions::create(&self.state, args, &ctx).await
+        sessions::create(&*self.world(&ctx)?, args, &ctx).await
     }
 
     /// List the open sessions of this storage folder: id, name, environment, when each was
@@ -263,8 +313,11 @@ impl CodeExecutor {
         annotations(title = "List Python sessions", read_only_hint = true, open_world_hint = false),
         output_schema = schema_for_output::<ListSessionsResult>()
     )]
-    async fn list_sessions(&self) -> Result<CallToolResult, ErrorData> {
-        sessions::list(&self.state).await
+    async fn list_sessions(
+        &self,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, ErrorData> {
+        sessions::list(&*self.world(&ctx)?).await
     }
 
     /// End a session: its interpreter and container are removed and its state is lost. Files it
@@ -276,8 +329,9 @@ impl CodeExecutor {
     async fn close_session(
         &self,
         Parameters(args): Parameters<CloseSessionArgs>,
+        ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
-        sessions::close(&self.state, args).await
+        sessions::close(&*self.world(&ctx)?, args).await
     }
 
     /// Show the active environment, its image and interpreter, the storage directory and the
@@ -286,8 +340,11 @@ impl CodeExecutor {
         annotations(title = "Show the environment and limits", read_only_hint = true, open_world_hint = false),
         output_schema = schema_for_output::<ConfigResult>()
     )]
-    async fn get_environment_config(&self) -> Result<CallToolResult, ErrorData> {
-        environment::get_config(&self.state)
+    async fn get_environment_config(
+        &self,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, ErrorData> {
+        environment::get_config(&*self.world(&ctx)?)
     }
 }
 

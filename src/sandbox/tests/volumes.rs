@@ -52,6 +52,8 @@ pub(super) fn settings(pool_size: usize) -> SandboxSettings {
             max_lifetime_secs: 600,
             state_dir: std::env::temp_dir().join("mce-unit-sessions-unused"),
         },
+        principal: None,
+        max_runs: 0,
     }
 }
 
@@ -70,7 +72,7 @@ pub(super) fn venv() -> EnvSpec {
 
 /// The volume name `env` gets with the fake's current id of `image` and `run_as`.
 pub(super) fn volume_of(image: &str, env: &EnvSpec, run_as: (u32, u32)) -> String {
-    labels::env_volume_name(env, &format!("sha256:image-{image}"), run_as)
+    labels::env_volume_name(env, &format!("sha256:image-{image}"), run_as, None)
 }
 
 /// The purpose label of a container spec.
@@ -338,7 +340,10 @@ async fn a_rebuilt_image_gets_a_new_volume_once_check_image_forgets_the_old_id()
     sb.check_image(&env).await.unwrap();
     assert_eq!(image_ids(&fake), 2);
     let new = sb.volumes.env_volume(&env).await.unwrap();
-    assert_eq!(new, labels::env_volume_name(&env, "sha256:rebuilt", RUN_AS));
+    assert_eq!(
+        new,
+        labels::env_volume_name(&env, "sha256:rebuilt", RUN_AS, None)
+    );
     assert_ne!(new, old);
     assert_eq!(image_ids(&fake), 2, "check_image cached the new id");
     assert_eq!(fake.count_created("prepare"), 2, "the new volume is seeded");
