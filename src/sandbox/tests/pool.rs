@@ -423,3 +423,53 @@ async fn containers_being_made_when_closed_are_never_created() {
     assert_eq!(sb.pool.ready(), 0);
     assert_eq!(fake.containers(), [theirs]);
 }
+
+/// Worlds (HTTP principals) share one lifecycle; each runs at most its share at once, and a
+/// world at its share does not hold up another.
+#[tokio::test]
+async fn a_world_runs_at_most_its_share_and_does_not_hold_up_another() {
+    use crate::sandbox::SandboxSettings;
+    use crate::sandbox::lifecycle::Lifecycle;
+    let fake = FakeEngine::new();
+    fake.add_image(IMAGE);
+    fake.behave(|_, spec| (purpose(spec) == "run").then_some(Behaviour::Hangs));
+    let life = Lifecycle::new(fake.clone(), 4);
+    let world = |name: &str| {
+        let settings = SandboxSettings {
+            principal: Some(name.to_string()),
+            max_runs: 1,
+            ..settings(0)
+        };
+        Sandbox::in_world(settings, life.clone())
+    };
+    let (a, b) = (world("a"), world("b"));
+    let env = venv();
+    let mut runs = Vec::new();
+    for sb in [&a, &a, &b] {
+        let (sb, env) = (Arc::clone(sb), env.clone());
+        runs.push(tokio::spawn(async move { run(&sb, &env, "").await }));
+    }
+    assert!(fake.until(|f| f.count_created("run") == 2).await);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        fake.count_created("run"),
+        2,
+        "a's second run waits for its first"
+    );
+    let names: Vec<String> = ids_of(&fake, "env-volume-seed")
+        .into_iter()
+        .chain(fake.volumes())
+        .collect();
+    assert!(
+        names.iter().any(|v| v.starts_with("mce-venv-a-")),
+        "{names:?}"
+    );
+    assert!(
+        names.iter().any(|v| v.starts_with("mce-venv-b-")),
+        "{names:?}"
+    );
+    for r in runs {
+        assert!(r.await.unwrap().timed_out);
+    }
+    assert_eq!(fake.count_created("run"), 3);
+}
