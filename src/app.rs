@@ -1,6 +1,6 @@
 //! The application: what the binary does once its settings are validated — serve MCP on stdio
-//! until the client leaves or a signal arrives (then remove every container this server
-//! started), or run a maintenance command (`list-envs`, `reset-env`). Wires the Docker engine
+//! until the client leaves or a signal arrives, or over HTTP until a signal arrives (then remove
+//! every container this server started), or run a maintenance command (`list-envs`, `reset-env`). Wires the Docker engine
 //! into the server, and finds the storage folder's host path when the server itself runs in a
 //! container.
 
@@ -10,12 +10,15 @@ use std::sync::Arc;
 use rmcp::ServiceExt;
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::config::{Command, Config};
+use crate::config::{Command, Config, Transport};
 use crate::environment::{EnvSpec, EnvType};
 use crate::error::Error;
+use crate::http;
+use crate::metrics::{GaugeSource, Gauges};
 use crate::sandbox::docker::DockerEngine;
 use crate::sandbox::engine::ContainerEngine;
 use crate::sandbox::helpers::volume_matches;
+use crate::sandbox::labels::{self, LABEL_INSTANCE};
 use crate::server::{CodeExecutor, State};
 
 /// Runs the maintenance command of `config`, or serves MCP when there is none.
@@ -136,7 +139,8 @@ fn own_container_id() -> Option<String> {
     from_mounts.or_else(|| std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()))
 }
 
-/// Serves MCP over stdio until stdin closes, SIGTERM or SIGINT; leaves no container behind.
+/// Serves MCP (over stdio or HTTP, per `MCP_TRANSPORT`) until the client leaves (stdio),
+/// SIGTERM or SIGINT; leaves no container behind but live sessions.
 pub async fn serve(config: Config) -> Result<(), Error> {
     let engine = docker();
     let config = discover_host_storage(config, engine.as_ref()).await;
@@ -146,7 +150,7 @@ pub async fn serve(config: Config) -> Result<(), Error> {
             config.storage_dir.display()
         );
     }
-    let state = Arc::new(State::new(config, engine)?);
+    let state = Arc::new(State::new(config, Arc::clone(&engine))?);
     tracing::info!(
         storage = %state.config.storage_dir.display(),
         environment = %state.config.environments.active_spec(),
@@ -156,7 +160,10 @@ pub async fn serve(config: Config) -> Result<(), Error> {
     // Not aborted at shutdown: a sentinel being made must be finished, then swept.
     tokio::spawn(prepare_in_background(Arc::clone(&state)));
     let sweeps = tokio::spawn(sweep_periodically(Arc::clone(&state)));
-    let served = serve_stdio(Arc::clone(&state)).await;
+    let served = match state.config.service.transport {
+        Transport::Stdio => serve_stdio(Arc::clone(&state)).await,
+        Transport::Http => serve_http(Arc::clone(&state), engine).await,
+    };
     sweeps.abort();
     state.sandbox.close();
     match state.sandbox.remove_own().await {
@@ -230,6 +237,70 @@ async fn serve_stdio(state: Arc<State>) -> Result<(), Error> {
         _ = sigint.recv() => { tracing::info!("SIGINT: shutting down"); stop.cancel(); }
     }
     Ok(())
+}
+
+/// Serves MCP over HTTP (see [`crate::http`]) until SIGTERM or SIGINT, then lets calls in
+/// flight finish for up to SHUTDOWN_GRACE and cancels the rest.
+async fn serve_http(state: Arc<State>, engine: Arc<dyn ContainerEngine>) -> Result<(), Error> {
+    let mut sigterm = signal(SignalKind::terminate()).map_err(Error::Signals)?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(Error::Signals)?;
+    let shutdown = async move {
+        tokio::select! {
+            _ = sigterm.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = sigint.recv() => tracing::info!("SIGINT: shutting down"),
+        }
+    };
+    let hooks = http::Hooks {
+        health: health_check(Arc::clone(&state)),
+        gauges: gauge_source(Arc::clone(&state), engine),
+    };
+    let factory = {
+        let state = Arc::clone(&state);
+        move || CodeExecutor::new(Arc::clone(&state))
+    };
+    let settings = &state.config.service;
+    let max_code = state.config.limits.max_code_bytes;
+    http::serve(settings, max_code, factory, hooks, shutdown).await?;
+    Ok(())
+}
+
+/// `/healthz`: Docker answers and the image of the environment active at start exists.
+fn health_check(state: Arc<State>) -> http::HealthCheck {
+    Arc::new(move || {
+        let state = Arc::clone(&state);
+        Box::pin(async move {
+            let env = state.config.environments.active_spec();
+            state
+                .sandbox
+                .check_image(env)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    })
+}
+
+/// `/metrics` gauges: this instance's containers and its live sessions, read from the engine.
+/// (The pool's ready count needs an accessor on the sandbox; reported as 0 until then.)
+fn gauge_source(state: Arc<State>, engine: Arc<dyn ContainerEngine>) -> GaugeSource {
+    Arc::new(move || {
+        let (state, engine) = (Arc::clone(&state), Arc::clone(&engine));
+        Box::pin(async move {
+            let instance = state.sandbox.instance();
+            let listed = engine
+                .list(LABEL_INSTANCE, instance)
+                .await
+                .unwrap_or_default();
+            let sessions = listed
+                .iter()
+                .filter(|c| labels::is_session(&c.labels))
+                .count();
+            Gauges {
+                live_containers: listed.len() as u64,
+                pool_ready: 0,
+                sessions: sessions as u64,
+            }
+        })
+    })
 }
 
 #[cfg(test)]
