@@ -12,6 +12,7 @@
 //!   request's extensions.
 //! - `sessions`: rmcp's session manager, counted, and cancelling a call whose client left.
 //! - `reply`: the JSON error responses.
+//! - `tests`: the router in process (guards, limits, endpoints), no socket, no Docker.
 
 mod guard;
 mod listener;
@@ -19,6 +20,8 @@ mod mcp;
 mod reply;
 mod routes;
 mod sessions;
+#[cfg(test)]
+mod tests;
 
 use std::future::Future;
 use std::net::SocketAddr;
