@@ -188,7 +188,8 @@ pub struct Cli {
 
     /// With --transport http: serve a non-loopback LISTEN address without tokens (anyone who
     /// reaches the port can run code)
-    #[arg(long, env = "ALLOW_UNAUTHENTICATED")]
+    #[arg(long, env = "ALLOW_UNAUTHENTICATED", action = clap::ArgAction::SetTrue,
+          value_parser = clap::builder::BoolishValueParser::new())]
     pub allow_unauthenticated: bool,
 
     /// With --transport http: seconds calls in flight may take to finish on SIGTERM/SIGINT
