@@ -1,8 +1,11 @@
 //! The application: what the binary does once its settings are validated — serve MCP on stdio
-//! until the client leaves or a signal arrives (then remove every container this server
-//! started), or run a maintenance command (`list-envs`, `reset-env`). Wires the Docker engine
+//! until the client leaves or a signal arrives, or over HTTP until a signal arrives (`service`:
+//! one world per principal, health and metrics hooks), then remove every container this server
+//! started; or run a maintenance command (`list-envs`, `reset-env`). Wires the Docker engine
 //! into the server, and finds the storage folder's host path when the server itself runs in a
 //! container.
+
+mod service;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -10,7 +13,7 @@ use std::sync::Arc;
 use rmcp::ServiceExt;
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::config::{Command, Config};
+use crate::config::{Command, Config, Transport};
 use crate::environment::{EnvSpec, EnvType};
 use crate::error::Error;
 use crate::sandbox::docker::DockerEngine;
@@ -146,7 +149,11 @@ pub async fn serve(config: Config) -> Result<(), Error> {
             config.storage_dir.display()
         );
     }
-    let worlds = Worlds::single(config, engine)?;
+    let transport = config.service.transport;
+    let worlds = match transport {
+        Transport::Stdio => Worlds::single(config, Arc::clone(&engine))?,
+        Transport::Http => Worlds::per_principal(config, Arc::clone(&engine))?,
+    };
     let state = worlds.anchor();
     tracing::info!(
         storage = %state.config.storage_dir.display(),
@@ -157,7 +164,10 @@ pub async fn serve(config: Config) -> Result<(), Error> {
     // Not aborted at shutdown: a sentinel being made must be finished, then swept.
     tokio::spawn(prepare_in_background(Arc::clone(&worlds)));
     let sweeps = tokio::spawn(sweep_periodically(Arc::clone(&worlds)));
-    let served = serve_stdio(Arc::clone(&worlds)).await;
+    let served = match transport {
+        Transport::Stdio => serve_stdio(Arc::clone(&worlds)).await,
+        Transport::Http => service::serve_http(Arc::clone(&worlds), engine).await,
+    };
     sweeps.abort();
     remove_containers(&worlds).await;
     served

@@ -1,13 +1,19 @@
 //! Settings, in two stages: the raw command line / environment ([`Cli`], every flag also an
 //! environment variable; in `config/cli.rs`) and the validated [`Config`] built from it here,
-//! with the defaults as named constants. Checks of single values are in `config/values.rs`.
+//! with the defaults as named constants. Checks of single values are in `config/values.rs`;
+//! the service settings (transport, listen address, tokens, origins) in `config/service.rs`.
 
 mod cli;
+mod service;
 mod values;
 
 use std::path::{Path, PathBuf};
 
 pub use cli::{Cli, Command};
+pub use service::{
+    ServiceSettings, TokenEntry, Tokens, Transport, normalize_origin, parse_tokens_file,
+    token_digest,
+};
 pub use values::{parse_size, parse_user};
 
 use crate::environment::{EnvSpec, EnvType, Environments};
@@ -84,6 +90,8 @@ pub struct Config {
     pub run_as: (u32, u32),
     /// Session limits and where session records live (`<storage_dir>/.mce-sessions`).
     pub sessions: SessionSettings,
+    /// The transport, and over HTTP: where to listen, tokens, origins, HTTP limits.
+    pub service: ServiceSettings,
     pub command: Option<Command>,
 }
 
@@ -103,6 +111,7 @@ impl Config {
         let images = images_from_cli(&cli)?;
         let sessions = sessions_from_cli(&cli, &storage.dir)?;
         let max_concurrent_runs = positive("MAX_CONCURRENT_RUNS", cli.max_concurrent_runs)?;
+        let service = service::service_from_cli(&cli)?;
         Ok(Config {
             storage_dir: storage.dir,
             host_storage_dir: storage.host_dir,
@@ -121,6 +130,7 @@ impl Config {
             max_image_bytes: parse_size("MAX_IMAGE_SIZE", &cli.max_image_size, 1024)? as u64,
             run_as,
             sessions,
+            service,
             command: cli.command,
         })
     }

@@ -173,6 +173,19 @@ impl SandboxError {
     }
 }
 
+/// The HTTP service could not start or keep serving.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error("cannot listen on {addr}: {source}; pick another LISTEN address or port")]
+    Bind {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot set up the metrics recorder: {0}")]
+    Metrics(String),
+}
+
 /// Anything a tool call can fail with; the server turns it into an `isError` tool result.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -186,6 +199,8 @@ pub enum Error {
     Package(#[from] PackageError),
     #[error("the MCP connection failed: {0}")]
     Transport(String),
+    #[error(transparent)]
+    Http(#[from] HttpError),
     #[error("cannot install signal handlers: {0}")]
     Signals(#[source] std::io::Error),
     #[error(

@@ -2,7 +2,9 @@
 //! containers and keeps every file in a host folder.
 //!
 //! The house, top to bottom (one way down, no cycles):
-//! - [`app`]: serve stdio or run a maintenance command; wires the Docker engine in.
+//! - [`app`]: serve stdio or HTTP, or run a maintenance command; wires the Docker engine in.
+//! - [`http`]: the HTTP service: `/mcp` (streamable HTTP), tokens, Origin, limits, `/healthz`,
+//!   `/metrics`, graceful shutdown; generic over the MCP handler.
 //! - [`server`]: the MCP tool handlers, the wire contract ([`server::contract`]), one error
 //!   mapping.
 //! - [`storage`]: the storage directory; confined, no-follow file operations.
@@ -14,13 +16,16 @@
 //! - [`environment`]: the environment kinds, their names/paths and interpreters (pure data).
 //! - [`principal`]: who is calling over HTTP (a validated name; one world each).
 //! - [`limits`]: value types (limits, images, install source) shared by every layer.
+//! - [`metrics`]: what the server records for `/metrics` (a no-op until HTTP installs it).
 //! - [`error`]: typed errors, one enum per subsystem.
 
 pub mod app;
 pub mod config;
 pub mod environment;
 pub mod error;
+pub mod http;
 pub mod limits;
+pub mod metrics;
 pub mod packages;
 pub mod principal;
 pub mod sandbox;

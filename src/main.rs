@@ -1,5 +1,5 @@
-//! Entry point: parse settings, log to stderr (stdout is the MCP channel), serve (or run a
-//! maintenance command), print an error once.
+//! Entry point: parse settings (an unusable one exits 2), log to stderr (stdout is the MCP
+//! channel), serve (or run a maintenance command), print an error once.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -21,7 +21,15 @@ fn main() -> ExitCode {
         .with(stderr)
         .with(McpLogLayer.with_filter(tracing_subscriber::filter::LevelFilter::DEBUG))
         .init();
-    match run(cli) {
+    // An unusable setting exits 2, like a command-line usage error.
+    let config = match Config::from_cli(cli) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("mcp-code-executor: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("mcp-code-executor: {e:#}");
@@ -30,8 +38,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
-    let config = Config::from_cli(cli)?;
+fn run(config: Config) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     let result = runtime.block_on(mcp_code_executor::app::main(config));
     // The stdin reader blocks in a thread of its own; do not wait for it after a signal.

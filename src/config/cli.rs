@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+use super::service::{DEFAULT_LISTEN, DEFAULT_MAX_HTTP_CLIENTS, DEFAULT_SHUTDOWN_GRACE_SECS};
 use super::{
     DEFAULT_CPU_LIMIT, DEFAULT_INSTALL_MEMORY_LIMIT, DEFAULT_INSTALL_NETWORK,
     DEFAULT_INSTALL_TIMEOUT_SECS, DEFAULT_INSTALL_TMPFS_SIZE, DEFAULT_MAX_CODE_SIZE,
@@ -16,7 +17,7 @@ use super::{
 };
 use crate::environment::{DEFAULT_CONDA_IMAGE, DEFAULT_UV_IMAGE, DEFAULT_VENV_IMAGE};
 
-/// mcp-code-executor: an MCP server (stdio) that runs LLM-written Python in locked-down,
+/// mcp-code-executor: an MCP server (stdio or streamable HTTP) that runs LLM-written Python in locked-down,
 /// short-lived Docker containers.
 #[derive(Debug, Parser)]
 #[command(version, about)]
@@ -162,11 +163,49 @@ pub struct Cli {
     #[arg(long, env = "HOST_STORAGE_DIR")]
     pub host_storage_dir: Option<PathBuf>,
 
+    /// How clients reach the server: stdio (one client on stdin/stdout) or http (streamable
+    /// HTTP on LISTEN, endpoint /mcp)
+    #[arg(long, env = "MCP_TRANSPORT", default_value = "stdio")]
+    pub transport: String,
+
+    /// With --transport http: the address and port to listen on (port 0 picks a free port)
+    #[arg(long, env = "LISTEN", default_value = DEFAULT_LISTEN)]
+    pub listen: String,
+
+    /// With --transport http: the one bearer token clients must send (principal "default")
+    #[arg(long, env = "AUTH_TOKEN", hide_env_values = true)]
+    pub auth_token: Option<String>,
+
+    /// With --transport http: a file of "principal token" lines, one principal each; a token may
+    /// be written sha256:<64 hex digits> (the SHA-256 of the token) so the file holds no secret
+    #[arg(long, env = "AUTH_TOKENS_FILE")]
+    pub auth_tokens_file: Option<PathBuf>,
+
+    /// With --transport http: browser origins allowed besides loopback ones (comma-separated,
+    /// e.g. https://app.example.com); a request from any other Origin is refused (403)
+    #[arg(long, env = "ALLOWED_ORIGINS", default_value = "")]
+    pub allowed_origins: String,
+
+    /// With --transport http: serve a non-loopback LISTEN address without tokens (anyone who
+    /// reaches the port can run code)
+    #[arg(long, env = "ALLOW_UNAUTHENTICATED", action = clap::ArgAction::SetTrue,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub allow_unauthenticated: bool,
+
+    /// With --transport http: seconds calls in flight may take to finish on SIGTERM/SIGINT
+    /// before they are cancelled
+    #[arg(long, env = "SHUTDOWN_GRACE", default_value_t = DEFAULT_SHUTDOWN_GRACE_SECS)]
+    pub shutdown_grace: u64,
+
+    /// With --transport http: MCP sessions open at once; a client beyond gets 503
+    #[arg(long, env = "MAX_HTTP_CLIENTS", default_value_t = DEFAULT_MAX_HTTP_CLIENTS)]
+    pub max_http_clients: usize,
+
     /// Log filter for stderr (error, warn, info, debug, trace, or a tracing directive)
     #[arg(long, env = "LOG_LEVEL", default_value = "info,rmcp=warn")]
     pub log_level: String,
 
-    /// Without a command: serve MCP on stdin/stdout.
+    /// Without a command: serve MCP (on stdin/stdout, or over HTTP with --transport http).
     #[command(subcommand)]
     pub command: Option<Command>,
 }

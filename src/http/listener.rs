@@ -1,0 +1,131 @@
+//! Connections: the accept loop, per-connection timeouts, and the graceful shutdown. A client
+//! has [`HEADER_READ_TIMEOUT`] to send a request's headers; the same timer closes a kept-alive
+//! connection left idle between requests (hyper starts it whenever it waits for a request
+//! head). A response being streamed (SSE) is not idle: rmcp sends keep-alives on it.
+//!
+//! Shutdown: stop accepting, ask every connection to close once its current response is done,
+//! wait for calls in flight up to the grace, then cancel the rest (rmcp ends every session and
+//! cancels its calls, whose runs then stop and remove their containers) and return.
+
+use std::future::Future;
+use std::time::Duration;
+
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Time to send a request's headers, and most time a connection may sit idle between requests.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// HTTP/2 pings find dead peers on otherwise quiet connections.
+const H2_KEEP_ALIVE: Duration = Duration::from_secs(20);
+/// After the calls are cancelled, how long connections get to close.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// After a failed accept (out of file descriptors, say), a pause before the next.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// What shutting down waits for and then cancels.
+pub struct Drain {
+    /// Calls in flight.
+    pub calls: TaskTracker,
+    pub grace: Duration,
+    /// Ends every MCP session and cancels its calls.
+    pub cancel: CancellationToken,
+}
+
+/// Serves `router` on `listener` until `shutdown` completes, then shuts down gracefully.
+pub async fn run(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send,
+    drain: Drain,
+) {
+    let builder = connection_builder();
+    let graceful = GracefulShutdown::new();
+    accept_until(listener, &router, &builder, &graceful, shutdown).await;
+    finish(graceful, drain).await;
+}
+
+fn connection_builder() -> Builder<TokioExecutor> {
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(H2_KEEP_ALIVE)
+        .keep_alive_timeout(H2_KEEP_ALIVE);
+    builder
+}
+
+/// Accepts connections until `shutdown`; the listener is closed on return.
+async fn accept_until(
+    listener: TcpListener,
+    router: &Router,
+    builder: &Builder<TokioExecutor>,
+    graceful: &GracefulShutdown,
+    shutdown: impl Future<Output = ()> + Send,
+) {
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!("could not accept a connection: {e}");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => return,
+        };
+        // SSE events are small and must not wait for Nagle's algorithm.
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(router.clone());
+        let conn = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, "connection ended: {e}");
+            }
+        });
+    }
+}
+
+/// Waits for calls in flight (up to the grace), cancels the rest, lets connections close.
+async fn finish(graceful: GracefulShutdown, drain: Drain) {
+    let connections = graceful.shutdown();
+    tokio::pin!(connections);
+    drain.calls.close();
+    let in_flight = drain.calls.len();
+    if in_flight > 0 {
+        tracing::info!(
+            "waiting up to {:?} (SHUTDOWN_GRACE) for {in_flight} call(s) in flight",
+            drain.grace
+        );
+    }
+    if tokio::time::timeout(drain.grace, drain.calls.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "{} call(s) still running after SHUTDOWN_GRACE: cancelling them",
+            drain.calls.len()
+        );
+    }
+    drain.cancel.cancel();
+    if tokio::time::timeout(CLOSE_TIMEOUT, &mut connections)
+        .await
+        .is_err()
+    {
+        tracing::debug!("some connections did not close within {CLOSE_TIMEOUT:?}");
+    }
+}
