@@ -1,7 +1,9 @@
-//! Connections: the accept loop, per-connection timeouts, and the graceful shutdown. A client
-//! has [`HEADER_READ_TIMEOUT`] to send a request's headers; the same timer closes a kept-alive
-//! connection left idle between requests (hyper starts it whenever it waits for a request
-//! head). A response being streamed (SSE) is not idle: rmcp sends keep-alives on it.
+//! Connections: the accept loop, per-connection timeouts, and the graceful shutdown. HTTP/1.1
+//! only (what MCP clients speak in plain text; protocol sniffing for HTTP/2 would wait for a
+//! first byte without a timeout). A client has [`HEADER_READ_TIMEOUT`] to send a request's
+//! headers; the same timer closes a connection left idle before or between requests (hyper
+//! starts it whenever it waits for a request head). A response being streamed (SSE) is not
+//! idle: rmcp sends keep-alives on it.
 //!
 //! Shutdown: stop accepting, ask every connection to close once its current response is done,
 //! wait for calls in flight up to the grace, then cancel the rest (rmcp ends every session and
@@ -21,8 +23,6 @@ use tokio_util::task::TaskTracker;
 
 /// Time to send a request's headers, and most time a connection may sit idle between requests.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
-/// HTTP/2 pings find dead peers on otherwise quiet connections.
-const H2_KEEP_ALIVE: Duration = Duration::from_secs(20);
 /// After the calls are cancelled, how long connections get to close.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// After a failed accept (out of file descriptors, say), a pause before the next.
@@ -44,23 +44,28 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
     drain: Drain,
 ) {
-    let builder = connection_builder();
+    serve_with(listener, router, shutdown, drain, HEADER_READ_TIMEOUT).await;
+}
+
+async fn serve_with(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send,
+    drain: Drain,
+    header_timeout: Duration,
+) {
+    let builder = connection_builder(header_timeout);
     let graceful = GracefulShutdown::new();
     accept_until(listener, &router, &builder, &graceful, shutdown).await;
     finish(graceful, drain).await;
 }
 
-fn connection_builder() -> Builder<TokioExecutor> {
-    let mut builder = Builder::new(TokioExecutor::new());
+fn connection_builder(header_timeout: Duration) -> Builder<TokioExecutor> {
+    let mut builder = Builder::new(TokioExecutor::new()).http1_only();
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .keep_alive_interval(H2_KEEP_ALIVE)
-        .keep_alive_timeout(H2_KEEP_ALIVE);
+        .header_read_timeout(header_timeout);
     builder
 }
 
@@ -89,7 +94,7 @@ async fn accept_until(
         let _ = stream.set_nodelay(true);
         let service = TowerToHyperService::new(router.clone());
         let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .serve_connection(TokioIo::new(stream), service)
             .into_owned();
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
@@ -127,5 +132,53 @@ async fn finish(graceful: GracefulShutdown, drain: Drain) {
         .is_err()
     {
         tracing::debug!("some connections did not close within {CLOSE_TIMEOUT:?}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::routing::get;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn idle_connections_are_closed_and_requests_served() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let router = Router::new().route("/", get(|| async { "hi" }));
+        let stop = CancellationToken::new();
+        let drain = Drain {
+            calls: TaskTracker::new(),
+            grace: Duration::ZERO,
+            cancel: CancellationToken::new(),
+        };
+        let timeout = Duration::from_millis(300);
+        let stopped = stop.clone();
+        let server = tokio::spawn(async move {
+            serve_with(listener, router, stopped.cancelled_owned(), drain, timeout).await;
+        });
+        // A connection that never sends a byte is closed after the header timeout.
+        let mut idle = TcpStream::connect(addr).await.unwrap();
+        let mut buf = Vec::new();
+        let closed = tokio::time::timeout(Duration::from_secs(5), idle.read_to_end(&mut buf));
+        assert!(closed.await.is_ok(), "the idle connection stayed open");
+        // A request is served.
+        let mut conn = TcpStream::connect(addr).await.unwrap();
+        conn.write_all(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut reply = String::new();
+        conn.read_to_string(&mut reply).await.unwrap();
+        assert!(
+            reply.starts_with("HTTP/1.1 200") && reply.ends_with("hi"),
+            "{reply}"
+        );
+        stop.cancel();
+        tokio::time::timeout(Duration::from_secs(10), server)
+            .await
+            .unwrap()
+            .unwrap();
     }
 }
