@@ -29,6 +29,7 @@ pub async fn serve_http(
     let hooks = http::Hooks {
         health: health_check(Arc::clone(&worlds)),
         gauges: gauge_source(Arc::clone(&worlds), engine),
+        stop_calls: worlds.stopping().clone(),
     };
     let factory = {
         let worlds = Arc::clone(&worlds);

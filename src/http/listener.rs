@@ -23,6 +23,8 @@ use tokio_util::task::TaskTracker;
 
 /// Time to send a request's headers, and most time a connection may sit idle between requests.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// After the grace, how long stopped calls get to send their results.
+const RESULTS_TIMEOUT: Duration = Duration::from_secs(5);
 /// After the calls are cancelled, how long connections get to close.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// After a failed accept (out of file descriptors, say), a pause before the next.
@@ -33,6 +35,9 @@ pub struct Drain {
     /// Calls in flight.
     pub calls: TaskTracker,
     pub grace: Duration,
+    /// Stops the calls still running after the grace (they answer that the server is
+    /// shutting down).
+    pub stop_calls: CancellationToken,
     /// Ends every MCP session and cancels its calls.
     pub cancel: CancellationToken,
 }
@@ -125,6 +130,9 @@ async fn finish(graceful: GracefulShutdown, drain: Drain) {
             "{} call(s) still running after SHUTDOWN_GRACE: cancelling them",
             drain.calls.len()
         );
+        drain.stop_calls.cancel();
+        // Their results (cancelled: shutting down) go out before the sessions end.
+        let _ = tokio::time::timeout(RESULTS_TIMEOUT, drain.calls.wait()).await;
     }
     drain.cancel.cancel();
     if tokio::time::timeout(CLOSE_TIMEOUT, &mut connections)
@@ -152,6 +160,7 @@ mod tests {
         let drain = Drain {
             calls: TaskTracker::new(),
             grace: Duration::ZERO,
+            stop_calls: CancellationToken::new(),
             cancel: CancellationToken::new(),
         };
         let timeout = Duration::from_millis(300);

@@ -45,6 +45,9 @@ pub type HealthCheck = Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + 
 pub struct Hooks {
     pub health: HealthCheck,
     pub gauges: GaugeSource,
+    /// Fired when the shutdown grace is over: the calls still running stop and answer that the
+    /// server is shutting down, before their sessions end.
+    pub stop_calls: tokio_util::sync::CancellationToken,
 }
 
 /// Serves HTTP on `settings.listen` until `shutdown` completes; then stops accepting, lets

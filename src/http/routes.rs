@@ -91,6 +91,7 @@ impl App {
         Drain {
             calls: self.mcp.calls.clone(),
             grace: self.grace,
+            stop_calls: self.hooks.stop_calls.clone(),
             cancel: self.cancel.clone(),
         }
     }

@@ -45,6 +45,7 @@ fn app_with(tokens: Tokens, max_clients: usize, health: HealthCheck) -> Router {
     let hooks = Hooks {
         health,
         gauges: Arc::new(|| Box::pin(async { Gauges::default() })),
+        stop_calls: tokio_util::sync::CancellationToken::new(),
     };
     let s = settings(tokens, max_clients);
     let app = App::new(&s, s.listen, 1000, || Bare, hooks, install().unwrap());

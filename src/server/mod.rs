@@ -30,6 +30,7 @@ use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::model::{CallToolResult, Implementation, ServerCapabilities, ServerConfig};
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler, tool, tool_handler, tool_router};
+use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, SESSIONS_STATE_DIR};
 use crate::environment::Environments;
@@ -63,6 +64,9 @@ pub struct State {
     pub storage: Storage,
     pub sandbox: Arc<Sandbox>,
     envs: Mutex<Environments>,
+    /// The server's [`Worlds::stopping`]: a run cancelled once it fired was stopped by the
+    /// shutdown, not by its client.
+    stopping: CancellationToken,
 }
 
 impl State {
@@ -127,7 +131,21 @@ impl State {
             config,
             storage,
             sandbox,
+            stopping: CancellationToken::new(),
         })
+    }
+
+    /// This world, following the server's `stopping` token.
+    fn following(self, stopping: &CancellationToken) -> Self {
+        State {
+            stopping: stopping.clone(),
+            ..self
+        }
+    }
+
+    /// Whether the server is stopping the calls still running (shutting down).
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.is_cancelled()
     }
 
     /// Starts filling the pool for the active environment (in the background).
@@ -184,6 +202,7 @@ impl CodeExecutor {
         Parameters(args): Parameters<ExecuteCodeArgs>,
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
+        let (ctx, _link) = self.worlds.link(ctx);
         run::execute_code(&*self.world(&ctx)?, args, &ctx).await
     }
 
@@ -199,6 +218,7 @@ impl CodeExecutor {
         Parameters(args): Parameters<ExecuteCodeFileArgs>,
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
+        let (ctx, _link) = self.worlds.link(ctx);
         run::execute_code_file(&*self.world(&ctx)?, args, &ctx).await
     }
 
@@ -255,6 +275,7 @@ impl CodeExecutor {
         Parameters(args): Parameters<PackagesArgs>,
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
+        let (ctx, _link) = self.worlds.link(ctx);
         packages::install(&*self.world(&ctx)?, args, &ctx).await
     }
 
@@ -270,6 +291,7 @@ impl CodeExecutor {
         Parameters(args): Parameters<PackagesArgs>,
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
+        let (ctx, _link) = self.worlds.link(ctx);
         packages::check(&*self.world(&ctx)?, args, &ctx).await
     }
 
@@ -285,6 +307,7 @@ impl CodeExecutor {
         Parameters(args): Parameters<ConfigureEnvironmentArgs>,
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
+        let (ctx, _link) = self.worlds.link(ctx);
         environment::configure(&*self.world(&ctx)?, args, &ctx).await
     }
 
@@ -304,6 +327,7 @@ impl CodeExecutor {
         Parameters(args): Parameters<CreateSessionArgs>,
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
+        let (ctx, _link) = self.worlds.link(ctx);
         sessions::create(&*self.world(&ctx)?, args, &ctx).await
     }
 

@@ -123,6 +123,11 @@ async fn run_stored(
         Err(e) => return fail_run(result, e),
     };
     let failure = match session {
+        _ if outcome.cancelled && state.is_stopping() => Some(
+            "the run was stopped because the server is shutting down (SHUTDOWN_GRACE ran out); \
+             output printed before that is kept"
+                .to_string(),
+        ),
         None => run_failure(&outcome, limits),
         Some((id, after, reason)) => {
             result.session_state = Some(after.into());
@@ -131,6 +136,7 @@ async fn run_stored(
             session_failure(&outcome, id, ended, limits)
         }
     };
+    crate::metrics::run_finished(outcome_label(&outcome), outcome.duration.as_secs_f64());
     record_outcome(&mut result, outcome, failure);
     answer(state, result, &before)
 }
@@ -186,6 +192,21 @@ fn record_outcome(result: &mut RunResult, o: RunOutcome, failure: Option<String>
     result.oom_killed = Some(o.oom_killed);
     result.truncated = Some(o.truncated);
     result.cancelled = Some(o.cancelled);
+}
+
+/// How a run ended, for the `mce_runs_total{outcome}` metric.
+fn outcome_label(o: &RunOutcome) -> &'static str {
+    if o.cancelled {
+        "cancelled"
+    } else if o.oom_killed {
+        "oom_killed"
+    } else if o.timed_out {
+        "timed_out"
+    } else if o.exit_code == Some(0) {
+        "success"
+    } else {
+        "error"
+    }
 }
 
 /// stdout, then stderr on a line of its own (the original's single `output` field).

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use rmcp::RoleServer;
 use rmcp::service::RequestContext;
+use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::State;
 use crate::config::{Config, SESSIONS_STATE_DIR};
@@ -26,16 +27,20 @@ pub struct Worlds {
     anchor: Arc<State>,
     /// `None`: one world (stdio); otherwise the worlds made so far, by principal.
     principals: Option<Mutex<HashMap<Principal, Arc<State>>>>,
+    /// Fired when the server stops the calls still running (the end of the shutdown grace).
+    stopping: CancellationToken,
 }
 
 impl Worlds {
     /// One world, the storage folder's root (stdio).
     pub fn single(config: Config, engine: Arc<dyn ContainerEngine>) -> Result<Arc<Self>, Error> {
-        let anchor = Arc::new(State::new(config.clone(), engine)?);
+        let stopping = CancellationToken::new();
+        let anchor = Arc::new(State::new(config.clone(), engine)?.following(&stopping));
         Ok(Arc::new(Worlds {
             base: config,
             anchor,
             principals: None,
+            stopping,
         }))
     }
 
@@ -44,17 +49,48 @@ impl Worlds {
         config: Config,
         engine: Arc<dyn ContainerEngine>,
     ) -> Result<Arc<Self>, Error> {
-        let anchor = Arc::new(State::new(config.clone(), engine)?);
+        let stopping = CancellationToken::new();
+        let anchor = Arc::new(State::new(config.clone(), engine)?.following(&stopping));
         Ok(Arc::new(Worlds {
             base: config,
             anchor,
             principals: Some(Mutex::new(HashMap::new())),
+            stopping,
         }))
     }
 
     /// The world of the storage folder's root: the only one over stdio.
     pub fn anchor(&self) -> &Arc<State> {
         &self.anchor
+    }
+
+    /// Fired when the server stops the calls still running: each call's cancellation token
+    /// follows it (see [`Worlds::link`]).
+    pub fn stopping(&self) -> &CancellationToken {
+        &self.stopping
+    }
+
+    /// Whether the server has stopped the calls still running (shutting down).
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.is_cancelled()
+    }
+
+    /// `ctx` with a cancellation token that fires when the client cancels the call or when
+    /// the server stops the calls still running; the guard ends the link when the call ends.
+    pub fn link(
+        &self,
+        mut ctx: RequestContext<RoleServer>,
+    ) -> (RequestContext<RoleServer>, DropGuard) {
+        let linked = self.stopping.child_token();
+        let (client, call) = (ctx.ct.clone(), linked.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = client.cancelled() => call.cancel(),
+                _ = call.cancelled() => {}
+            }
+        });
+        ctx.ct = linked.clone();
+        (ctx, linked.drop_guard())
     }
 
     /// The lifecycle (instance, containers, slots) every world shares.
@@ -88,7 +124,8 @@ impl Worlds {
             return Ok(Arc::clone(world));
         }
         let life = self.lifecycle().clone();
-        let world = Arc::new(State::for_principal(&self.base, principal, life)?);
+        let world = State::for_principal(&self.base, principal, life)?;
+        let world = Arc::new(world.following(&self.stopping));
         map.insert(principal.clone(), Arc::clone(&world));
         tracing::info!(principal = %principal, "a principal's world is open");
         let adopting = Arc::clone(&world);
