@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use common::str_field;
 use http_common::{
-    Auth, HttpClient, HttpOpts, HttpServer, PrincipalVolumes, RawSession, Spans, connect, http,
-    max_overlap, new_token, python_sdk_venv, run_bounded, spawn, tool_call_body, unique_principal,
+    Auth, HttpClient, HttpOpts, HttpServer, RawSession, Spans, connect, http, max_overlap,
+    new_token, python_sdk_venv, run_bounded, spawn, tool_call_body, unique_principal,
 };
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -43,19 +43,14 @@ fn golden_tool_names() -> Vec<String> {
 }
 
 /// A server whose tokens file names each principal of `principals` (the second one, if any,
-/// written hashed), and a guard removing their volumes.
-async fn server_for(
-    principals: &[&str],
-    opts: HttpOpts,
-) -> anyhow::Result<(HttpServer, PrincipalVolumes)> {
-    let volumes = PrincipalVolumes(principals.iter().map(|p| p.to_string()).collect());
+/// written hashed); their environment volumes go with the server.
+async fn server_for(principals: &[&str], opts: HttpOpts) -> anyhow::Result<HttpServer> {
     let pairs = principals
         .iter()
         .enumerate()
         .map(|(i, p)| (p.to_string(), new_token(), i == 1))
         .collect();
-    let s = HttpServer::start_with(opts.auth(Auth::File(pairs))).await?;
-    Ok((s, volumes))
+    HttpServer::start_with(opts.auth(Auth::File(pairs))).await
 }
 
 /// A tool call that must succeed; returns its structured result.
@@ -121,7 +116,7 @@ const LONG_RUN: &str = "import time\nprint('started', flush=True)\ntime.sleep(30
 #[tokio::test]
 async fn every_tool_over_http_with_the_rmcp_client() -> anyhow::Result<()> {
     let p = unique_principal("rmcp");
-    let (s, _volumes) = server_for(&[&p], HttpOpts::default()).await?;
+    let s = server_for(&[&p], HttpOpts::default()).await?;
     let c = s.client(&p).await?;
     let home = s.storage_of(&p);
 
@@ -238,7 +233,7 @@ async fn every_tool_over_http_with_the_rmcp_client() -> anyhow::Result<()> {
 async fn python_sdk_client_uses_every_tool() -> anyhow::Result<()> {
     let python = python_sdk_venv(PYTHON_SDK_VERSION).await?;
     let p = unique_principal("pysdk");
-    let (s, _volumes) = server_for(&[&p], HttpOpts::default()).await?;
+    let s = server_for(&[&p], HttpOpts::default()).await?;
     let home = s.storage_of(&p);
 
     let out = run_bounded(
@@ -499,7 +494,7 @@ async fn two_principals_cannot_see_each_others_files_sessions_or_environment() -
 {
     let alice = unique_principal("alice");
     let bob = unique_principal("bob"); // written hashed in the tokens file
-    let (s, _volumes) = server_for(&[&alice, &bob], HttpOpts::default()).await?;
+    let s = server_for(&[&alice, &bob], HttpOpts::default()).await?;
     let a = s.client(&alice).await?;
     let b = s.client(&bob).await?;
 
@@ -604,7 +599,7 @@ async fn installs_of_one_principal_are_invisible_to_another() -> anyhow::Result<
     // `six`: tiny, pure Python, and not in the images (checked first below).
     let alice = unique_principal("alice");
     let bob = unique_principal("bob");
-    let (s, _volumes) = server_for(&[&alice, &bob], HttpOpts::default()).await?;
+    let s = server_for(&[&alice, &bob], HttpOpts::default()).await?;
     let a = s.client(&alice).await?;
     let b = s.client(&bob).await?;
     for c in [&a, &b] {
@@ -651,7 +646,7 @@ async fn eight_concurrent_clients_all_succeed_and_overlap() -> anyhow::Result<()
     // 8 clients over 2 principals, 2 calls each; every run prints its start and end time.
     let p1 = unique_principal("burst1");
     let p2 = unique_principal("burst2");
-    let (s, _volumes) = server_for(&[&p1, &p2], HttpOpts::default()).await?;
+    let s = server_for(&[&p1, &p2], HttpOpts::default()).await?;
     let mut clients = Vec::new();
     for i in 0..8 {
         clients.push(Arc::new(
@@ -749,8 +744,14 @@ async fn a_client_that_drops_mid_run_leaves_no_container() -> anyhow::Result<()>
     s.stop().await
 }
 
-#[tokio::test]
-async fn sigterm_exits_0_and_leaves_nothing() -> anyhow::Result<()> {
+/// Starts a long run, sends SIGTERM (SHUTDOWN_GRACE=2) and checks the exit: code 0 within
+/// bounds, no container of the server left, the port closed. Returns the call in flight and
+/// the server's log.
+async fn sigterm_during_a_long_run() -> anyhow::Result<(
+    tokio::task::JoinHandle<Result<rmcp::model::CallToolResult, rmcp::ServiceError>>,
+    HttpClient,
+    String,
+)> {
     let s = HttpServer::start_with(HttpOpts::default().env("SHUTDOWN_GRACE", "2")).await?;
     let c = s.client("default").await?;
     let peer = c.client.peer().clone();
@@ -762,9 +763,7 @@ async fn sigterm_exits_0_and_leaves_nothing() -> anyhow::Result<()> {
     wait_busy(&s).await;
     let addr = s.addr;
     let started = Instant::now();
-    let log_path = s.proc.stderr_log.clone();
-    let (status, left) = s.terminate().await?;
-    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+    let (status, left, log) = s.terminate().await?;
     assert_eq!(status.code(), Some(0), "exit {status}; log:\n{log}");
     assert!(left.is_empty(), "left behind: {left:?}");
     assert!(
@@ -776,9 +775,24 @@ async fn sigterm_exits_0_and_leaves_nothing() -> anyhow::Result<()> {
         tokio::net::TcpStream::connect(addr).await.is_err(),
         "still accepting"
     );
-    // The call in flight past the grace period was cancelled, and its result says so.
-    let result = tokio::time::timeout(Duration::from_secs(5), call).await??;
-    let result = result.map_err(|e| anyhow::anyhow!("no result for the cancelled call: {e}"))?;
+    Ok((call, c, log))
+}
+
+#[tokio::test]
+async fn sigterm_exits_0_and_leaves_nothing() -> anyhow::Result<()> {
+    let (call, c, _) = sigterm_during_a_long_run().await?;
+    call.abort();
+    drop(c);
+    Ok(())
+}
+
+#[tokio::test]
+async fn sigterm_past_the_grace_cancels_calls_and_their_results_say_so() -> anyhow::Result<()> {
+    let (call, c, log) = sigterm_during_a_long_run().await?;
+    let result = tokio::time::timeout(Duration::from_secs(5), call)
+        .await
+        .unwrap_or_else(|_| panic!("the call in flight got no answer; log:\n{log}"))?
+        .unwrap_or_else(|e| panic!("the call in flight got no result ({e}); log:\n{log}"));
     let (r, is_error) = http_common::structured("execute_code", &result)?;
     assert!(is_error, "{r}");
     let said = r.to_string().to_lowercase();
@@ -802,13 +816,13 @@ async fn sigterm_lets_a_short_run_finish() -> anyhow::Result<()> {
         peer.call_tool(params).await
     });
     wait_busy(&s).await;
-    let log_path = s.proc.stderr_log.clone();
-    let (status, left) = s.terminate().await?;
-    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+    let (status, left, log) = s.terminate().await?;
     assert_eq!(status.code(), Some(0), "exit {status}; log:\n{log}");
     assert!(left.is_empty(), "left behind: {left:?}");
-    let result = tokio::time::timeout(Duration::from_secs(5), call).await??;
-    let result = result.map_err(|e| anyhow::anyhow!("the call in flight got no result: {e}"))?;
+    let result = tokio::time::timeout(Duration::from_secs(5), call)
+        .await
+        .unwrap_or_else(|_| panic!("the call in flight got no answer; log:\n{log}"))?
+        .unwrap_or_else(|e| panic!("the call in flight got no result ({e}); log:\n{log}"));
     let (r, is_error) = http_common::structured("execute_code", &result)?;
     assert!(!is_error, "{r}");
     assert_eq!(str_field(&r, "stdout"), "finished\n");

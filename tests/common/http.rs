@@ -123,6 +123,8 @@ pub struct Spawned {
     pub stderr_log: PathBuf,
     /// The address from the `listening on http://<addr>/mcp` line, once printed.
     listening: tokio::sync::watch::Receiver<Option<SocketAddr>>,
+    /// The task copying stderr into the log; it ends after the process does.
+    copier: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Spawned {
@@ -130,14 +132,39 @@ impl Spawned {
         std::fs::read_to_string(&self.stderr_log).unwrap_or_default()
     }
 
-    /// Waits up to `limit` for the process to exit.
+    /// Waits up to `limit` for the process to exit (and its log to be complete).
     pub async fn wait_exit(&mut self, limit: Duration) -> Result<ExitStatus> {
-        match tokio::time::timeout(limit, self.child.wait()).await {
-            Ok(status) => Ok(status?),
-            Err(_) => Err(anyhow!(
-                "the server did not exit within {limit:?}; log:\n{}",
-                self.log()
-            )),
+        let status = match tokio::time::timeout(limit, self.child.wait()).await {
+            Ok(status) => status?,
+            Err(_) => {
+                return Err(anyhow!(
+                    "the server did not exit within {limit:?}; log:\n{}",
+                    self.log()
+                ));
+            }
+        };
+        if let Some(copier) = self.copier.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), copier).await;
+        }
+        Ok(status)
+    }
+}
+
+impl Drop for Spawned {
+    /// A test that failed midway still lets its server clean up: SIGTERM, up to 20 s to exit,
+    /// then SIGKILL (kill_on_drop).
+    fn drop(&mut self) {
+        if !matches!(self.child.try_wait(), Ok(None)) {
+            return;
+        }
+        // SAFETY: signalling the child we spawned, which has not been reaped.
+        unsafe { libc::kill(self.pid as i32, libc::SIGTERM) };
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(20) {
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
         }
     }
 }
@@ -190,7 +217,7 @@ pub fn spawn(opts: &HttpOpts) -> Result<Spawned> {
     let (tx, listening) = tokio::sync::watch::channel(None);
     let log_path = stderr_log.clone();
     // Copies stderr into the log (so the pipe never fills) and reports the listen address.
-    tokio::spawn(async move {
+    let copier = tokio::spawn(async move {
         let Ok(mut log) = tokio::fs::File::create(&log_path).await else {
             return;
         };
@@ -211,6 +238,7 @@ pub fn spawn(opts: &HttpOpts) -> Result<Spawned> {
         storage,
         stderr_log,
         listening,
+        copier: Some(copier),
     })
 }
 
@@ -223,6 +251,7 @@ fn parse_listening(line: &str) -> Option<SocketAddr> {
 
 /// A running HTTP server.
 pub struct HttpServer {
+    /// Declared first: dropped (SIGTERM, wait) before the volumes below are removed.
     pub proc: Spawned,
     pub addr: SocketAddr,
     /// `http://<addr>`.
@@ -231,6 +260,9 @@ pub struct HttpServer {
     pub tokens: HashMap<String, String>,
     /// Instances (label `mcp-code-executor.instance`) seen on containers mounting our folders.
     instances: Mutex<BTreeSet<String>>,
+    /// The environment volumes of the tokens file's principals (not `default`), removed once
+    /// the server is gone.
+    _volumes: PrincipalVolumes,
 }
 
 impl HttpServer {
@@ -261,12 +293,21 @@ impl HttpServer {
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
         anyhow::ensure!(addr.ip().is_loopback(), "listening on {addr}, not loopback");
+        let tokens = opts.tokens();
+        let volumes = PrincipalVolumes(
+            tokens
+                .keys()
+                .filter(|p| p.as_str() != "default")
+                .cloned()
+                .collect(),
+        );
         Ok(HttpServer {
             proc,
             addr,
             base: format!("http://{addr}"),
-            tokens: opts.tokens(),
+            tokens,
             instances: Mutex::new(BTreeSet::new()),
+            _volumes: volumes,
         })
     }
 
@@ -300,7 +341,7 @@ impl HttpServer {
         connect(&self.mcp_url(), Some(self.token(principal))).await
     }
 
-    /// Our containers, by (idle pool containers, all others).
+    /// Our containers, by (idle pool containers and the sentinel, all others).
     pub fn our_containers(&self) -> (Vec<String>, Vec<String>) {
         let mut instances = lock(&self.instances);
         containers_under(self.proc.dir.path(), &mut instances)
@@ -329,20 +370,18 @@ impl HttpServer {
         assert_eq!(unsafe { libc::kill(self.proc.pid as i32, signal) }, 0);
     }
 
-    /// SIGTERM, then waits (up to 30 s) for the exit; returns the status and every container
-    /// of ours still on the daemon.
-    pub async fn terminate(mut self) -> Result<(ExitStatus, Vec<String>)> {
+    /// SIGTERM, then waits (up to 30 s) for the exit; returns the status, every container of
+    /// ours still on the daemon, and the server's log.
+    pub async fn terminate(mut self) -> Result<(ExitStatus, Vec<String>, String)> {
         self.signal(libc::SIGTERM);
         let status = self.proc.wait_exit(Duration::from_secs(30)).await?;
         let (idle, busy) = self.our_containers();
-        Ok((status, busy.into_iter().chain(idle).collect()))
+        Ok((status, busy.into_iter().chain(idle).collect(), self.log()))
     }
 
     /// Stops the server with SIGTERM; it must exit 0 and leave no container.
     pub async fn stop(self) -> Result<()> {
-        let log_path = self.proc.stderr_log.clone();
-        let (status, left) = self.terminate().await?;
-        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        let (status, left, log) = self.terminate().await?;
         anyhow::ensure!(
             status.code() == Some(0),
             "the server exited with {status}; log:\n{log}"
@@ -357,7 +396,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// Managed containers that bind-mount something under `dir`, or belong to an instance in
-/// `instances` (which grows with the instances of the former): (idle pool ones, others).
+/// `instances` (which grows with the instances of the former): (idle pool ones and the
+/// sentinel, others).
 pub fn containers_under(
     dir: &Path,
     instances: &mut BTreeSet<String>,
@@ -404,12 +444,15 @@ pub fn containers_under(
             }
         }
     }
-    ours.into_iter()
-        .partition(|name: &String| name.starts_with("mce-warm-"))
+    // Standing containers: the pool's idle ones and the instance's sentinel, alive as long as
+    // the server; everything else runs something (a run, an install, a session).
+    ours.into_iter().partition(|name: &String| {
+        name.starts_with("mce-warm-") || name.starts_with("mce-sentinel-")
+    })
 }
 
 /// Removes the environment volumes (and their markers) whose names contain one of
-/// `principals` when dropped.
+/// `principals` when dropped. Principal names are unique to a test (see [`unique_principal`]).
 pub struct PrincipalVolumes(pub Vec<String>);
 
 impl Drop for PrincipalVolumes {
@@ -439,8 +482,15 @@ pub struct HttpClient {
     pub client: RunningService<RoleClient, ()>,
 }
 
+/// Installs a rustls crypto provider once: reqwest's rustls is on (through jsonschema) without
+/// one, and building a client would panic. Only loopback plain HTTP is used.
+fn crypto_provider() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
 /// A reqwest client that never uses a proxy (loopback only) and keeps no idle connections.
 pub fn http() -> reqwest::Client {
+    crypto_provider();
     reqwest::Client::builder()
         .no_proxy()
         .pool_max_idle_per_host(0)
@@ -455,6 +505,7 @@ pub async fn connect(url: &str, token: Option<&str>) -> Result<HttpClient> {
     if let Some(t) = token {
         config = config.auth_header(t.to_string());
     }
+    crypto_provider();
     let client = reqwest::Client::builder()
         .no_proxy()
         .pool_max_idle_per_host(0)
