@@ -50,6 +50,12 @@ pub const DEFAULT_SESSION_MAX_LIFETIME_SECS: u64 = 4 * 3600;
 /// Where session records live, inside the storage directory (hidden: not a file runs see
 /// listed as created or changed).
 pub const SESSIONS_STATE_DIR: &str = ".mce-sessions";
+pub const DEFAULT_MAX_TIMEOUT_SECS: u64 = 3600;
+pub const DEFAULT_RESULT_WAIT_SECS: u64 = 45;
+pub const DEFAULT_RUN_RETENTION_SECS: u64 = 3600;
+pub const DEFAULT_MAX_BACKGROUND_RUNS: usize = 8;
+/// Where the records and results of runs live, inside the storage directory (hidden).
+pub const RUNS_STATE_DIR: &str = ".mce-runs";
 /// Trusted for downloads when present and `CA_BUNDLE` is not set.
 pub const DEFAULT_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 /// The uid:gid runs use when the server itself runs as root (runs are never root).
@@ -90,6 +96,8 @@ pub struct Config {
     pub run_as: (u32, u32),
     /// Session limits and where session records live (`<storage_dir>/.mce-sessions`).
     pub sessions: SessionSettings,
+    /// Long runs: the longest timeout, how long a call waits, how long results are kept.
+    pub runs: RunSettings,
     /// The transport, and over HTTP: where to listen, tokens, origins, HTTP limits.
     pub service: ServiceSettings,
     pub command: Option<Command>,
@@ -111,6 +119,7 @@ impl Config {
         let images = images_from_cli(&cli)?;
         let sessions = sessions_from_cli(&cli, &storage.dir)?;
         let max_concurrent_runs = positive("MAX_CONCURRENT_RUNS", cli.max_concurrent_runs)?;
+        let runs = runs_from_cli(&cli, &storage.dir, &limits, &install_limits)?;
         let service = service::service_from_cli(&cli)?;
         Ok(Config {
             storage_dir: storage.dir,
@@ -131,6 +140,7 @@ impl Config {
             run_as,
             sessions,
             service,
+            runs,
             command: cli.command,
         })
     }
@@ -227,6 +237,51 @@ fn runs_per_principal(cli: &Cli, max_concurrent: usize) -> Result<usize, ConfigE
         )),
         Some(n) => positive("MAX_RUNS_PER_PRINCIPAL", n),
     }
+}
+
+/// Settings of long runs, in `Config`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunSettings {
+    /// Longest `timeout` a call may ask for.
+    pub max_timeout_secs: u64,
+    /// How long a call waits for its run before answering `running`.
+    pub result_wait_secs: u64,
+    /// How long finished results are kept.
+    pub retention_secs: u64,
+    /// Runs in the background at once (per world).
+    pub max_background: usize,
+    /// Where run records live: `<storage>/.mce-runs` (per world).
+    pub state_dir: PathBuf,
+}
+
+/// `MAX_TIMEOUT` (at least `EXECUTION_TIMEOUT` and `INSTALL_TIMEOUT`), `RESULT_WAIT`,
+/// `RUN_RETENTION`, `MAX_BACKGROUND_RUNS`.
+fn runs_from_cli(
+    cli: &Cli,
+    storage_dir: &Path,
+    limits: &Limits,
+    install: &Limits,
+) -> Result<RunSettings, ConfigError> {
+    let max_timeout_secs = positive("MAX_TIMEOUT", cli.max_timeout)?;
+    for (setting, secs) in [
+        ("EXECUTION_TIMEOUT", limits.timeout_secs),
+        ("INSTALL_TIMEOUT", install.timeout_secs),
+    ] {
+        if secs > max_timeout_secs {
+            return Err(invalid(
+                setting,
+                secs,
+                &format!("must be at most MAX_TIMEOUT ({max_timeout_secs} s)"),
+            ));
+        }
+    }
+    Ok(RunSettings {
+        max_timeout_secs,
+        result_wait_secs: positive("RESULT_WAIT", cli.result_wait)?,
+        retention_secs: positive("RUN_RETENTION", cli.run_retention)?,
+        max_background: positive("MAX_BACKGROUND_RUNS", cli.max_background_runs)?,
+        state_dir: storage_dir.join(RUNS_STATE_DIR),
+    })
 }
 
 /// Session limits: how many at once, idle timeout and lifetime (at least the idle timeout).

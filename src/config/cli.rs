@@ -108,6 +108,24 @@ pub struct Cli {
     #[arg(long, env = "MAX_CONCURRENT_RUNS", default_value_t = DEFAULT_MAX_CONCURRENT_RUNS)]
     pub max_concurrent_runs: usize,
 
+    /// Longest `timeout` a call may ask for, in seconds (runs and installs)
+    #[arg(long, env = "MAX_TIMEOUT", default_value_t = super::DEFAULT_MAX_TIMEOUT_SECS)]
+    pub max_timeout: u64,
+
+    /// Seconds a call waits for its run; a run still going then is answered with status
+    /// "running" and a run_id, and goes on in the background (poll it with get_run)
+    #[arg(long, env = "RESULT_WAIT", default_value_t = super::DEFAULT_RESULT_WAIT_SECS)]
+    pub result_wait: u64,
+
+    /// Seconds the results of finished runs are kept for get_run (in the storage folder)
+    #[arg(long, env = "RUN_RETENTION", default_value_t = super::DEFAULT_RUN_RETENTION_SECS)]
+    pub run_retention: u64,
+
+    /// Runs going on in the background at once (per principal over HTTP); beyond, a call
+    /// that would start another is refused
+    #[arg(long, env = "MAX_BACKGROUND_RUNS", default_value_t = super::DEFAULT_MAX_BACKGROUND_RUNS)]
+    pub max_background_runs: usize,
+
     /// Over HTTP, containers one principal runs at once (its fair share; further calls of that
     /// principal wait) [default: half of MAX_CONCURRENT_RUNS, at least 1]
     #[arg(long, env = "MAX_RUNS_PER_PRINCIPAL")]

@@ -5,7 +5,6 @@
 //! and resetting environment volumes for the maintenance commands.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -13,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Sandbox;
 use super::labels::{self, LABEL_ENV_VOLUME};
+use super::output::Live;
 use super::policy::Purpose;
 use super::runner::{Job, RunOutcome};
 use super::volumes::PREPARE;
@@ -266,7 +266,7 @@ impl Sandbox {
         plan: &InstallPlan,
         limits: &Limits,
         cancel: &CancellationToken,
-        last_line: &Mutex<String>,
+        live: &Live,
     ) -> Result<InstallOutcome, SandboxError> {
         self.prepare_env(env, false, limits, cancel).await?;
         let volume = self.volumes.env_volume(env).await?;
@@ -276,7 +276,7 @@ impl Sandbox {
         })?;
         let argv = [plan_json];
         let job = Job {
-            last_line: Some(last_line),
+            live: Some(live),
             ..Job::helper(
                 Purpose::Install,
                 env,

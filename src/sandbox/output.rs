@@ -1,7 +1,72 @@
 //! Capped capture of one output stream: keeps the first and the last bytes of what a program
-//! printed, counts what was cut in between, and renders it as text with a marker. Pure logic.
+//! printed, counts what was cut in between, and renders it as text with a marker; and [`Live`],
+//! what watchers of a running job see (its last line, the end of each stream). Pure logic.
 
 use std::collections::VecDeque;
+use std::sync::{Mutex, PoisonError};
+
+/// Bytes of each stream [`Live`] keeps for watchers of a long run.
+pub const LIVE_TAIL_BYTES: usize = 4096;
+
+/// What watchers of a running job see while it runs: the last complete line it printed
+/// (progress notifications) and the last [`LIVE_TAIL_BYTES`] of each stream (long runs polled
+/// with get_run). Never the end marker.
+#[derive(Debug, Default)]
+pub struct Live {
+    last_line: Mutex<String>,
+    tails: Mutex<[String; 2]>,
+}
+
+impl Live {
+    /// The last complete non-empty line printed (on either stream), at most 200 characters.
+    pub fn last_line(&self) -> String {
+        self.last_line
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The end of stdout and of stderr so far.
+    pub fn tails(&self) -> (String, String) {
+        let t = self.tails.lock().unwrap_or_else(PoisonError::into_inner);
+        (t[0].clone(), t[1].clone())
+    }
+
+    /// Notes a chunk of stdout (`stream` 0) or stderr (1); `partial` holds the stream's
+    /// unfinished line between chunks.
+    pub fn note(&self, stream: usize, partial: &mut String, chunk: &[u8]) {
+        let text = String::from_utf8_lossy(chunk);
+        {
+            let mut tails = self.tails.lock().unwrap_or_else(PoisonError::into_inner);
+            let tail = &mut tails[stream.min(1)];
+            tail.push_str(&text);
+            if tail.len() > LIVE_TAIL_BYTES {
+                let mut cut = tail.len() - LIVE_TAIL_BYTES;
+                while !tail.is_char_boundary(cut) {
+                    cut += 1;
+                }
+                tail.drain(..cut);
+            }
+        }
+        partial.push_str(&text);
+        let Some(end) = partial.rfind('\n') else {
+            if partial.len() > LIVE_TAIL_BYTES {
+                partial.clear();
+            }
+            return;
+        };
+        if let Some(line) = partial[..end]
+            .lines()
+            .rev()
+            .map(str::trim)
+            .find(|l| !l.is_empty())
+        {
+            *self.last_line.lock().unwrap_or_else(PoisonError::into_inner) =
+                line.chars().take(200).collect();
+        }
+        partial.drain(..=end);
+    }
+}
 
 /// One stream's capture, holding at most `limit` bytes however much the program prints.
 #[derive(Debug)]
@@ -151,6 +216,24 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn live_keeps_the_last_complete_line_and_the_end_of_each_stream() {
+        let live = Live::default();
+        let mut partial = String::new();
+        for piece in ["step", " ", "1", "\n", "step", " 2"] {
+            live.note(0, &mut partial, piece.as_bytes());
+        }
+        assert_eq!(live.last_line(), "step 1");
+        live.note(0, &mut partial, b"\n\n");
+        assert_eq!(live.last_line(), "step 2");
+        let mut err_partial = String::new();
+        live.note(1, &mut err_partial, "é".repeat(LIVE_TAIL_BYTES).as_bytes());
+        let (out, err) = live.tails();
+        assert_eq!(out, "step 1\nstep 2\n\n");
+        assert!(err.len() <= LIVE_TAIL_BYTES && err.len() > LIVE_TAIL_BYTES - 4);
+        assert!(err.chars().all(|c| c == 'é'));
+    }
 
     #[test]
     fn marker_is_found_and_stripped() {

@@ -5,7 +5,6 @@
 //! was killed or died without one. Also the two ways to get a container to talk to: a fresh one
 //! ([`run_cold`]) or a pre-started one from the pool ([`run_warm`]).
 
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -14,8 +13,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::engine::{Attached, ContainerEngine, ContainerSpec, Created, OutputChunk};
 use super::labels::used_name;
-use super::lifecycle::{Lifecycle, image_missing, lock};
-use super::output::MarkedStream;
+use super::lifecycle::{Lifecycle, image_missing};
+use super::output::{Live, MarkedStream};
 use super::policy::Purpose;
 use crate::environment::EnvSpec;
 use crate::error::SandboxError;
@@ -35,8 +34,8 @@ pub struct Job<'a> {
     /// `sys.argv[1:]`: how data reaches helper programs (never spliced into code).
     pub argv: &'a [String],
     pub limits: &'a Limits,
-    /// Updated with the last line the program printed (for progress reports).
-    pub last_line: Option<&'a Mutex<String>>,
+    /// Updated with what the program prints (progress reports, tails of long runs).
+    pub live: Option<&'a Live>,
 }
 
 impl<'a> Job<'a> {
@@ -56,7 +55,7 @@ impl<'a> Job<'a> {
             code,
             argv,
             limits,
-            last_line: None,
+            live: None,
         }
     }
 
@@ -349,9 +348,9 @@ async fn collect(
         tokio::select! {
             done = &mut feed, if input_done.is_none() => { input_done = Some(done); }
             chunk = output.next() => {
-                let (stream, partial, bytes) = match chunk {
-                    Some(Ok(OutputChunk::Stdout(b))) => (&mut c.stdout, &mut out_line, b),
-                    Some(Ok(OutputChunk::Stderr(b))) => (&mut c.stderr, &mut err_line, b),
+                let (stream, which, partial, bytes) = match chunk {
+                    Some(Ok(OutputChunk::Stdout(b))) => (&mut c.stdout, 0, &mut out_line, b),
+                    Some(Ok(OutputChunk::Stderr(b))) => (&mut c.stderr, 1, &mut err_line, b),
                     Some(Err(e)) => {
                         tracing::debug!(error = %e, "output stream ended with an error");
                         break;
@@ -360,8 +359,8 @@ async fn collect(
                 };
                 stream.push(&bytes);
                 // The chunk carrying the end marker is not progress (the marker line would show).
-                if let Some(last) = job.last_line.filter(|_| stream.status().is_none()) {
-                    note_last_line(last, partial, &bytes);
+                if let Some(live) = job.live.filter(|_| stream.status().is_none()) {
+                    live.note(which, partial, &bytes);
                 }
                 if c.stdout.status().is_some() && c.stderr.status().is_some() { break; }
             }
@@ -372,42 +371,4 @@ async fn collect(
     drop(output);
     drop(input_done);
     c
-}
-
-/// Keeps the last complete non-empty line of a stream (progress reports show it); `partial`
-/// holds the stream's unfinished line between chunks.
-fn note_last_line(last: &Mutex<String>, partial: &mut String, chunk: &[u8]) {
-    partial.push_str(&String::from_utf8_lossy(chunk));
-    let Some(end) = partial.rfind('\n') else {
-        if partial.len() > 4096 {
-            partial.clear();
-        }
-        return;
-    };
-    if let Some(line) = partial[..end]
-        .lines()
-        .rev()
-        .map(str::trim)
-        .find(|l| !l.is_empty())
-    {
-        *lock(last) = line.chars().take(200).collect();
-    }
-    partial.drain(..=end);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn last_line_is_the_last_complete_one() {
-        let last = Mutex::new(String::new());
-        let mut partial = String::new();
-        for piece in ["step", " ", "1", "\n", "step", " 2"] {
-            note_last_line(&last, &mut partial, piece.as_bytes());
-        }
-        assert_eq!(*lock(&last), "step 1");
-        note_last_line(&last, &mut partial, b"\n\n");
-        assert_eq!(*lock(&last), "step 2");
-    }
 }

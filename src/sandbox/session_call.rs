@@ -68,11 +68,18 @@ pub async fn call(
     let mut deadline = tokio::time::Instant::now() + job.limits.timeout();
     let mut interrupt = None;
     let mut broken = sent.is_err();
+    let mut partials = (String::new(), String::new());
     while !broken && (out.status().is_none() || err.status().is_none()) {
         tokio::select! {
             chunk = attached.output.next() => match chunk {
-                Some(Ok(OutputChunk::Stdout(b))) => out.push(&b),
-                Some(Ok(OutputChunk::Stderr(b))) => err.push(&b),
+                Some(Ok(OutputChunk::Stdout(b))) => {
+                    out.push(&b);
+                    watch(job, 0, &mut partials.0, &b, out.status().is_none());
+                }
+                Some(Ok(OutputChunk::Stderr(b))) => {
+                    err.push(&b);
+                    watch(job, 1, &mut partials.1, &b, err.status().is_none());
+                }
                 Some(Err(e)) if e.is_unavailable() => return Err(e.into()),
                 Some(Err(_)) | None => broken = true,
             },
@@ -109,6 +116,13 @@ pub async fn call(
         )
     };
     Ok(CallEnd::Ended(outcome, reason))
+}
+
+/// Shows a chunk to the job's watchers, unless it carries the end marker (`show` false).
+fn watch(job: &Job<'_>, stream: usize, partial: &mut String, chunk: &[u8], show: bool) {
+    if let Some(live) = job.live.filter(|_| show) {
+        live.note(stream, partial, chunk);
+    }
 }
 
 /// The request line and the source.

@@ -8,12 +8,16 @@
 //! convert (`From`): `environment` the limits, `packages` the package reports. Only `EnvType`,
 //! a plain value, is shared. The session tools' types are in `contract/sessions.rs`.
 
+mod runs;
 mod sessions;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::environment::EnvType;
+pub use runs::{
+    Background, CancelRunArgs, GetRunArgs, ListRunsResult, RunEntry, RunLookup, RunState,
+};
 pub use sessions::{
     CloseSessionArgs, CloseSessionResult, CreateSessionArgs, CreateSessionResult,
     ListSessionsResult, SessionEntry, SessionLimits, SessionState,
@@ -28,7 +32,9 @@ pub struct ExecuteCodeArgs {
     /// Name for the stored file (sanitized; a random suffix and .py are added).
     #[serde(default)]
     pub filename: Option<String>,
-    /// Seconds this run may take; can lower the server's limit, never raise it.
+    /// Seconds this run may take: 1 to the server's MAX_TIMEOUT (default: EXECUTION_TIMEOUT). A
+    /// run still going after RESULT_WAIT is answered with status "running" and a run_id, and
+    /// goes on to its own deadline: poll it with get_run.
     #[serde(default)]
     #[schemars(range(min = 1))]
     pub timeout: Option<u64>,
@@ -41,7 +47,9 @@ pub struct ExecuteCodeArgs {
 pub struct ExecuteCodeFileArgs {
     /// The file: its bare name or the path this server returned.
     pub file_path: String,
-    /// Seconds this run may take; can lower the server's limit, never raise it.
+    /// Seconds this run may take: 1 to the server's MAX_TIMEOUT (default: EXECUTION_TIMEOUT). A
+    /// run still going after RESULT_WAIT is answered with status "running" and a run_id, and
+    /// goes on to its own deadline: poll it with get_run.
     #[serde(default)]
     #[schemars(range(min = 1))]
     pub timeout: Option<u64>,
@@ -71,6 +79,18 @@ pub struct AppendToCodeFileArgs {
 pub struct FilePathArgs {
     /// The file: its bare name or the path this server returned.
     pub file_path: String,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct InstallArgs {
+    /// Requirements such as "pandas>=2" or "requests[socks]".
+    pub packages: Vec<String>,
+    /// Seconds the install may take: 1 to the server's MAX_TIMEOUT (default: INSTALL_TIMEOUT).
+    /// An install still going after RESULT_WAIT is answered with status "running" and a
+    /// run_id, and goes on: poll it with get_run.
+    #[serde(default)]
+    #[schemars(range(min = 1))]
+    pub timeout: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -109,13 +129,17 @@ impl ConfigureEnvironmentArgs {
 
 // ---------------------------------------------------------------- results
 
-/// `success` or `error`, as in the original.
+/// `success` or `error`, as in the original; `running` and `lost` for long runs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     #[default]
     Success,
     Error,
+    /// Still running after RESULT_WAIT: poll with get_run (`run_id`).
+    Running,
+    /// Its server stopped before it finished; no result can be had.
+    Lost,
 }
 
 /// Result of `execute_code` and `execute_code_file`.
@@ -173,6 +197,9 @@ pub struct RunResult {
     /// The session after the call: alive (its state is kept) or ended (its state is lost).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub session_state: Option<SessionState>,
+    /// The run's id, and while it runs on after RESULT_WAIT, how it is doing.
+    #[serde(flatten)]
+    pub background: Background,
 }
 
 /// A file a run created or changed.
@@ -240,6 +267,9 @@ pub struct InstallResult {
     pub duration_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timed_out: Option<bool>,
+    /// The install's id, and while it runs on after RESULT_WAIT, how it is doing.
+    #[serde(flatten)]
+    pub background: Background,
 }
 
 /// Result of `check_installed_packages`.

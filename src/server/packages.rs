@@ -40,7 +40,7 @@ pub async fn install(
     let limits = &state.config.install_limits;
     let outcome = state
         .sandbox
-        .install(&env, &reqs, &plan, limits, &ctx.ct, progress.last_line())
+        .install(&env, &reqs, &plan, limits, &ctx.ct, progress.live())
         .await;
     progress.stop().await;
     // Runs from now on start on interpreters that never saw the old environment.

@@ -3,7 +3,7 @@
 //! happening, the last line the installer printed). `stop` waits for the ticker, so nothing is
 //! sent after the result.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rmcp::RoleServer;
@@ -12,23 +12,34 @@ use rmcp::service::RequestContext;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::sandbox::output::Live;
+
 const FIRST_AFTER: Duration = Duration::from_secs(1);
 const EVERY: Duration = Duration::from_secs(1);
 
 /// A running ticker (or none, when the client asked for no progress).
 pub struct Progress {
-    last_line: Arc<Mutex<String>>,
+    live: Arc<Live>,
     stop: CancellationToken,
     task: Option<JoinHandle<()>>,
 }
 
 impl Progress {
     pub fn start(ctx: &RequestContext<RoleServer>, what: String, total: Option<f64>) -> Self {
-        let last_line = Arc::new(Mutex::new(String::new()));
+        Self::follow(ctx, what, total, Arc::default())
+    }
+
+    /// A ticker that reports the last line of `live` (a job that may outlive this call).
+    pub fn follow(
+        ctx: &RequestContext<RoleServer>,
+        what: String,
+        total: Option<f64>,
+        live: Arc<Live>,
+    ) -> Self {
         let stop = CancellationToken::new();
         let task = ctx.meta.get_progress_token().map(|token| {
             let peer = ctx.peer.clone();
-            let last = Arc::clone(&last_line);
+            let last = Arc::clone(&live);
             let stop = stop.clone();
             tokio::spawn(async move {
                 let started = Instant::now();
@@ -39,7 +50,7 @@ impl Progress {
                         _ = tokio::time::sleep_until(next) => {}
                     }
                     let elapsed = started.elapsed().as_secs_f64();
-                    let line = last.lock().unwrap_or_else(PoisonError::into_inner).clone();
+                    let line = last.last_line();
                     let message = if line.is_empty() {
                         format!("{what}: {elapsed:.0} s")
                     } else {
@@ -56,15 +67,15 @@ impl Progress {
             })
         });
         Progress {
-            last_line,
+            live,
             stop,
             task,
         }
     }
 
-    /// Where the job writes its last output line.
-    pub fn last_line(&self) -> &Mutex<String> {
-        &self.last_line
+    /// Where the job notes what it prints.
+    pub fn live(&self) -> &Live {
+        &self.live
     }
 
     /// Stops the ticker and waits for it: no progress after this returns.

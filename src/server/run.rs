@@ -108,7 +108,7 @@ async fn run_stored(
     let before = state.storage.snapshot();
     let progress = Progress::start(ctx, format!("running {name}"), None);
     let job = Job {
-        last_line: Some(progress.last_line()),
+        live: Some(progress.live()),
         ..Job::run(&env, &path, code, limits)
     };
     let ran = match run.session.as_deref() {

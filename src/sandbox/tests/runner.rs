@@ -321,16 +321,16 @@ async fn last_line_follows_complete_lines_and_never_shows_the_marker() {
         },
     ]));
     let (env, l, cancel) = (venv(), limits(5), CancellationToken::new());
-    let last = Mutex::new(String::new());
+    let last = crate::sandbox::output::Live::default();
     let job = Job {
-        last_line: Some(&last),
+        live: Some(&last),
         ..Job::run(&env, "/work/p.py", "", &l)
     };
     let spec = spec(&life, "run");
     let run = runner::run_cold(&life, &spec, &job, None, &cancel);
     let peek = async {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        lock(&last).clone()
+        last.last_line()
     };
     let (out, during) = tokio::join!(run, peek);
     assert_eq!(during, "step 2", "an unfinished line is not shown");
