@@ -186,6 +186,31 @@ pub enum HttpError {
     Metrics(String),
 }
 
+/// A long run that cannot be started or found.
+#[derive(Debug, thiserror::Error)]
+pub enum RunsError {
+    #[error(
+        "{0:?} is not a run id: run ids look like run-<32 hex digits>, as execute_code, \
+         execute_code_file, install_dependencies or list_runs gave them"
+    )]
+    BadId(String),
+    #[error(
+        "there is no run {0} here: it never existed, its result expired (RUN_RETENTION), or it \
+         is another principal's; list_runs shows the runs kept"
+    )]
+    Unknown(String),
+    #[error(
+        "{0} runs are already going on in the background (MAX_BACKGROUND_RUNS); nothing was \
+         started: wait for one with get_run, or stop one with cancel_run"
+    )]
+    TooMany(usize),
+    #[error(
+        "timeout {secs} is out of range: a call may take 1 to {max} seconds (MAX_TIMEOUT); \
+         runs that outlast RESULT_WAIT go on in the background and are polled with get_run"
+    )]
+    BadTimeout { secs: u64, max: u64 },
+}
+
 /// Anything a tool call can fail with; the server turns it into an `isError` tool result.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -197,6 +222,8 @@ pub enum Error {
     Sandbox(#[from] SandboxError),
     #[error(transparent)]
     Package(#[from] PackageError),
+    #[error(transparent)]
+    Runs(#[from] RunsError),
     #[error("the MCP connection failed: {0}")]
     Transport(String),
     #[error(transparent)]

@@ -9,6 +9,7 @@
 //! `packages` (install and check), `environment` (switch and report), `reply` (results and
 //! failures), `logging` (MCP log notifications).
 
+mod background;
 pub mod contract;
 mod environment;
 mod files;
@@ -18,28 +19,22 @@ mod params;
 mod progress;
 mod reply;
 mod run;
+mod runs;
 mod sessions;
+mod state;
 mod worlds;
 
+pub use state::State;
 pub use worlds::Worlds;
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use rmcp::handler::server::common::schema_for_output;
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::model::{CallToolResult, Implementation, ServerCapabilities, ServerConfig};
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler, tool, tool_handler, tool_router};
-use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, SESSIONS_STATE_DIR};
-use crate::environment::Environments;
-use crate::error::{Error, StorageError};
-use crate::principal::Principal;
-use crate::sandbox::engine::ContainerEngine;
-use crate::sandbox::lifecycle::Lifecycle;
-use crate::sandbox::{Sandbox, SandboxSettings};
-use crate::storage::Storage;
 use contract::{
     AppendToCodeFileArgs, CheckResult, CloseSessionArgs, CloseSessionResult, ConfigResult,
     ConfigureEnvironmentArgs, ConfigureResult, CreateSessionArgs, CreateSessionResult,
@@ -56,110 +51,6 @@ install_dependencies (they persist), look them up with check_installed_packages.
 For work in steps that should keep variables and imports between calls, create_session starts \
 a live interpreter: pass its session_id to execute_code; close_session ends it. \
 get_environment_config shows the environment and the limits (time, memory, output) in force.";
-
-/// Shared state of the server.
-#[derive(Debug)]
-pub struct State {
-    pub config: Config,
-    pub storage: Storage,
-    pub sandbox: Arc<Sandbox>,
-    envs: Mutex<Environments>,
-    /// The server's [`Worlds::stopping`]: a run cancelled once it fired was stopped by the
-    /// shutdown, not by its client.
-    stopping: CancellationToken,
-}
-
-impl State {
-    /// The one world of a server without principals (stdio): the storage folder's root.
-    pub fn new(config: Config, engine: Arc<dyn ContainerEngine>) -> Result<Self, Error> {
-        let life = Lifecycle::new(engine, config.max_concurrent_runs);
-        Self::build(config, None, life, 0)
-    }
-
-    /// `principal`'s world on a server with several: its own storage subfolder
-    /// (`<storage>/<principal>/`, with its own session records), environment volumes, active
-    /// environment, pool and share of the runs; the instance and its slots are `life`'s.
-    pub fn for_principal(
-        base: &Config,
-        principal: &Principal,
-        life: Lifecycle,
-    ) -> Result<Self, Error> {
-        let mut config = base.clone();
-        config.storage_dir = base.storage_dir.join(principal.as_str());
-        config.host_storage_dir = base.host_storage_dir.join(principal.as_str());
-        config.sessions.state_dir = config.storage_dir.join(SESSIONS_STATE_DIR);
-        std::fs::create_dir_all(&config.storage_dir).map_err(|source| StorageError::Io {
-            what: "cannot create the principal's storage folder",
-            path: config.storage_dir.clone(),
-            source,
-        })?;
-        let share = base.max_runs_per_principal;
-        Self::build(config, Some(principal), life, share)
-    }
-
-    fn build(
-        config: Config,
-        principal: Option<&Principal>,
-        life: Lifecycle,
-        max_runs: usize,
-    ) -> Result<Self, Error> {
-        let storage = Storage::new(
-            config.storage_dir.clone(),
-            config.limits.max_code_bytes,
-            config.run_as,
-        )?;
-        let sandbox = Sandbox::in_world(
-            SandboxSettings {
-                images: config.images.clone(),
-                run_as: config.run_as,
-                host_workdir: config.host_storage_dir.to_string_lossy().into_owned(),
-                workdir: config.storage_dir.to_string_lossy().into_owned(),
-                install: config.install_source.clone(),
-                env_limits: config.install_limits.clone(),
-                max_concurrent: config.max_concurrent_runs,
-                run_limits: config.limits.clone(),
-                pool_size: config.pool_size,
-                preimport: config.preimport.clone(),
-                sessions: config.sessions.clone(),
-                principal: principal.map(|p| p.as_str().to_string()),
-                max_runs,
-            },
-            life,
-        );
-        Ok(State {
-            envs: Mutex::new(config.environments.clone()),
-            config,
-            storage,
-            sandbox,
-            stopping: CancellationToken::new(),
-        })
-    }
-
-    /// This world, following the server's `stopping` token.
-    fn following(self, stopping: &CancellationToken) -> Self {
-        State {
-            stopping: stopping.clone(),
-            ..self
-        }
-    }
-
-    /// Whether the server is stopping the calls still running (shutting down).
-    pub fn is_stopping(&self) -> bool {
-        self.stopping.is_cancelled()
-    }
-
-    /// Starts filling the pool for the active environment (in the background).
-    pub fn warm_up(&self) {
-        self.sandbox.warm_up(self.envs().active_spec());
-    }
-
-    fn envs(&self) -> Environments {
-        self.envs
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-}
 
 /// The MCP server (one value per MCP connection; they share the worlds).
 #[derive(Debug, Clone)]

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::contract::{
     CheckResult, CloseSessionResult, ConfigResult, ConfigureResult, CreateSessionResult,
-    FileResult, InstallResult, ListSessionsResult, RunResult, Status,
+    FileResult, InstallResult, ListRunsResult, ListSessionsResult, RunLookup, RunResult, Status,
 };
 use crate::error::Error;
 
@@ -39,7 +39,9 @@ fallible!(
     ConfigResult,
     CreateSessionResult,
     ListSessionsResult,
-    CloseSessionResult
+    CloseSessionResult,
+    ListRunsResult,
+    RunLookup
 );
 
 /// A structured result; `isError` when `failed`.

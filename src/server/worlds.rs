@@ -35,7 +35,7 @@ impl Worlds {
     /// One world, the storage folder's root (stdio).
     pub fn single(config: Config, engine: Arc<dyn ContainerEngine>) -> Result<Arc<Self>, Error> {
         let stopping = CancellationToken::new();
-        let anchor = Arc::new(State::new(config.clone(), engine)?.following(&stopping));
+        let anchor = Arc::new(State::following(config.clone(), engine, &stopping)?);
         Ok(Arc::new(Worlds {
             base: config,
             anchor,
@@ -50,7 +50,7 @@ impl Worlds {
         engine: Arc<dyn ContainerEngine>,
     ) -> Result<Arc<Self>, Error> {
         let stopping = CancellationToken::new();
-        let anchor = Arc::new(State::new(config.clone(), engine)?.following(&stopping));
+        let anchor = Arc::new(State::following(config.clone(), engine, &stopping)?);
         Ok(Arc::new(Worlds {
             base: config,
             anchor,
@@ -124,8 +124,8 @@ impl Worlds {
             return Ok(Arc::clone(world));
         }
         let life = self.lifecycle().clone();
-        let world = State::for_principal(&self.base, principal, life)?;
-        let world = Arc::new(world.following(&self.stopping));
+        let world = State::for_principal(&self.base, principal, life, &self.stopping)?;
+        let world = Arc::new(world);
         map.insert(principal.clone(), Arc::clone(&world));
         tracing::info!(principal = %principal, "a principal's world is open");
         let adopting = Arc::clone(&world);

@@ -1,0 +1,361 @@
+//! Long runs: every run (`execute_code`, `execute_code_file`, `install_dependencies`) is a task
+//! of its own with a `run_id`, owned by its world's [`Runs`], not by the call that started it.
+//! The call waits up to `RESULT_WAIT`; a run still going then answers `running` and goes on to
+//! its own deadline, and `get_run` waits for it again. Each run has a record in
+//! `<storage>/.mce-runs/<run_id>.json` (written when it starts and when it ends, atomically),
+//! so finished results outlive the server for `RUN_RETENTION`. A record still saying
+//! `running` when a new server opens the world belonged to a server that stopped before the
+//! run ended: its container was removed with that server's others, so the run is `lost`, and
+//! `get_run` says so and why.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use rmcp::model::CallToolResult;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::contract::RunState;
+use crate::config::RunSettings;
+use crate::error::RunsError;
+use crate::limits::Limits;
+use crate::sandbox::lifecycle::unix_now;
+use crate::sandbox::output::Live;
+
+/// What is kept of a run on disk (and returned by `list_runs`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Record {
+    pub run_id: String,
+    pub tool: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_path: Option<String>,
+    pub started_unix: u64,
+    pub state: RunState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_unix: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub elapsed_secs: Option<f64>,
+    /// Why a lost run was lost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lost_reason: Option<String>,
+    /// The final result, as the call would have answered it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<CallToolResult>,
+}
+
+/// A run this server started.
+#[derive(Debug)]
+pub struct RunHandle {
+    pub id: String,
+    pub tool: &'static str,
+    pub file_path: Option<String>,
+    pub started_unix: u64,
+    started: Instant,
+    /// Stops the run (cancel_run, the client of the first call, shutdown).
+    pub cancel: CancellationToken,
+    /// What the run prints, as it prints it.
+    pub live: Arc<Live>,
+    /// Whether a call already answered `running` for it (it counts as in the background).
+    backgrounded: std::sync::atomic::AtomicBool,
+    done: watch::Receiver<Option<Arc<Record>>>,
+}
+
+impl RunHandle {
+    pub fn elapsed_secs(&self) -> f64 {
+        (self.started.elapsed().as_millis() as f64 / 1000.0 * 10.0).round() / 10.0
+    }
+
+    /// The final record, once the run has ended.
+    pub fn finished(&self) -> Option<Arc<Record>> {
+        self.done.borrow().clone()
+    }
+
+    /// Notes that a call answered `running` for this run.
+    pub fn mark_backgrounded(&self) {
+        self.backgrounded
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Waits up to `wait` for the end; `None` when it is still running then or `stop` fires.
+    pub async fn wait(&self, wait: Duration, stop: &CancellationToken) -> Option<Arc<Record>> {
+        let mut done = self.done.clone();
+        let ended = async {
+            done.wait_for(Option::is_some).await.ok()?.clone()
+        };
+        tokio::select! {
+            record = ended => record,
+            _ = tokio::time::sleep(wait) => None,
+            _ = stop.cancelled() => None,
+        }
+    }
+}
+
+/// What a run's work is given.
+pub struct RunContext {
+    pub id: String,
+    pub live: Arc<Live>,
+    pub cancel: CancellationToken,
+}
+
+/// The runs of one world.
+#[derive(Debug)]
+pub struct Runs {
+    settings: RunSettings,
+    table: Mutex<HashMap<String, Arc<RunHandle>>>,
+    /// The server's stopping token: runs stop when it fires.
+    stopping: CancellationToken,
+}
+
+impl Runs {
+    /// The runs of a world whose records live in `settings.state_dir`. Records of runs a
+    /// stopped server left `running` become `lost`.
+    pub fn open(settings: RunSettings, stopping: CancellationToken) -> Self {
+        let runs = Runs {
+            settings,
+            table: Mutex::new(HashMap::new()),
+            stopping,
+        };
+        runs.mark_lost();
+        runs
+    }
+
+    pub fn settings(&self) -> &RunSettings {
+        &self.settings
+    }
+
+    fn table(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<RunHandle>>> {
+        self.table.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Starts `work` as a run of `tool` (on `file_path`), unless MAX_BACKGROUND_RUNS runs are
+    /// already in the background.
+    pub fn start<F, Fut>(
+        &self,
+        tool: &'static str,
+        file_path: Option<String>,
+        work: F,
+    ) -> Result<Arc<RunHandle>, RunsError>
+    where
+        F: FnOnce(RunContext) -> Fut,
+        Fut: Future<Output = CallToolResult> + Send + 'static,
+    {
+        let mut table = self.table();
+        let background = table
+            .values()
+            .filter(|h| h.finished().is_none())
+            .filter(|h| h.backgrounded.load(std::sync::atomic::Ordering::SeqCst))
+            .count();
+        if background >= self.settings.max_background {
+            return Err(RunsError::TooMany(background));
+        }
+        let id = format!("run-{}", uuid::Uuid::new_v4().simple());
+        let (tx, rx) = watch::channel(None);
+        let handle = Arc::new(RunHandle {
+            id: id.clone(),
+            tool,
+            file_path,
+            started_unix: unix_now(),
+            started: Instant::now(),
+            cancel: self.stopping.child_token(),
+            live: Arc::default(),
+            backgrounded: false.into(),
+            done: rx,
+        });
+        let running = record_of(&handle, RunState::Running, None);
+        write_record(&self.settings.state_dir, &running);
+        let fut = work(RunContext {
+            id: id.clone(),
+            live: Arc::clone(&handle.live),
+            cancel: handle.cancel.clone(),
+        });
+        let (dir, h) = (self.settings.state_dir.clone(), Arc::clone(&handle));
+        tokio::spawn(async move {
+            let result = fut.await;
+            let state = state_of(&result);
+            let record = record_of(&h, state, Some(result));
+            write_record(&dir, &record);
+            let _ = tx.send(Some(Arc::new(record)));
+        });
+        table.insert(id, Arc::clone(&handle));
+        Ok(handle)
+    }
+
+    /// The run `id`: this server's, or a record left on disk.
+    pub fn find(&self, id: &str) -> Result<Found, RunsError> {
+        if !is_run_id(id) {
+            return Err(RunsError::BadId(id.chars().take(80).collect()));
+        }
+        if let Some(h) = self.table().get(id) {
+            return Ok(Found::Here(Arc::clone(h)));
+        }
+        read_record(&self.settings.state_dir, id)
+            .filter(|r| !self.expired(r))
+            .map(|r| Found::Stored(Box::new(r)))
+            .ok_or_else(|| RunsError::Unknown(id.to_string()))
+    }
+
+    /// Every run kept, newest first.
+    pub fn list(&self) -> Vec<Record> {
+        let mut all: HashMap<String, Record> = read_records(&self.settings.state_dir)
+            .into_iter()
+            .filter(|r| !self.expired(r))
+            .map(|r| (r.run_id.clone(), r))
+            .collect();
+        for h in self.table().values() {
+            let record = match h.finished() {
+                Some(r) => (*r).clone(),
+                None => record_of(h, RunState::Running, None),
+            };
+            all.insert(h.id.clone(), record);
+        }
+        let mut all: Vec<Record> = all.into_values().collect();
+        all.sort_by(|a, b| b.started_unix.cmp(&a.started_unix));
+        all
+    }
+
+    /// Forgets runs whose results are past RUN_RETENTION (memory and disk).
+    pub fn sweep(&self) {
+        self.table()
+            .retain(|_, h| h.finished().is_none_or(|r| !self.expired(&r)));
+        for r in read_records(&self.settings.state_dir) {
+            if self.expired(&r) {
+                let _ = std::fs::remove_file(record_path(&self.settings.state_dir, &r.run_id));
+            }
+        }
+    }
+
+    /// Runs still going.
+    pub fn running(&self) -> Vec<Arc<RunHandle>> {
+        let table = self.table();
+        table
+            .values()
+            .filter(|h| h.finished().is_none())
+            .cloned()
+            .collect()
+    }
+
+    fn expired(&self, r: &Record) -> bool {
+        r.finished_unix
+            .is_some_and(|t| unix_now() > t + self.settings.retention_secs)
+    }
+
+    /// Records left `running` by a server that stopped become `lost`.
+    fn mark_lost(&self) {
+        for mut r in read_records(&self.settings.state_dir) {
+            if r.state == RunState::Running {
+                r.state = RunState::Lost;
+                r.finished_unix = Some(unix_now());
+                r.lost_reason = Some(LOST_REASON.to_string());
+                write_record(&self.settings.state_dir, &r);
+            }
+        }
+    }
+}
+
+const LOST_REASON: &str = "the server that ran it stopped (it was restarted or killed) before \
+the run finished, and its container was removed with that server's others; no result can be \
+had: start the run again";
+
+/// A run found by id.
+#[derive(Debug)]
+pub enum Found {
+    /// Started by this server (running or finished).
+    Here(Arc<RunHandle>),
+    /// Only its record: finished, or lost.
+    Stored(Box<Record>),
+}
+
+/// Whether `id` has the shape of a run id (also what keeps lookups inside the records folder).
+pub fn is_run_id(id: &str) -> bool {
+    id.strip_prefix("run-")
+        .is_some_and(|hex| hex.len() == 32 && hex.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
+/// How a run ended, read off its result.
+fn state_of(result: &CallToolResult) -> RunState {
+    let flag = |name: &str| {
+        result
+            .structured_content
+            .as_ref()
+            .and_then(|v| v.get(name))
+            .and_then(serde_json::Value::as_bool)
+            .unwrap_or(false)
+    };
+    if flag("cancelled") {
+        RunState::Cancelled
+    } else if flag("timed_out") {
+        RunState::TimedOut
+    } else {
+        RunState::Finished
+    }
+}
+
+fn record_of(h: &RunHandle, state: RunState, result: Option<CallToolResult>) -> Record {
+    let ended = state != RunState::Running;
+    Record {
+        run_id: h.id.clone(),
+        tool: h.tool.to_string(),
+        file_path: h.file_path.clone(),
+        started_unix: h.started_unix,
+        state,
+        finished_unix: ended.then(unix_now),
+        elapsed_secs: Some(h.elapsed_secs()),
+        lost_reason: None,
+        result,
+    }
+}
+
+fn record_path(dir: &Path, id: &str) -> PathBuf {
+    dir.join(format!("{id}.json"))
+}
+
+/// Writes a record atomically (a temporary file renamed over the old one). A record that
+/// cannot be written costs only its life after a restart: logged, not fatal.
+fn write_record(dir: &Path, record: &Record) {
+    let write = || -> std::io::Result<()> {
+        std::fs::create_dir_all(dir)?;
+        let json = serde_json::to_vec(record).map_err(std::io::Error::other)?;
+        let tmp = dir.join(format!(".{}.tmp", record.run_id));
+        std::fs::write(&tmp, json)?;
+        std::fs::rename(&tmp, record_path(dir, &record.run_id))
+    };
+    if let Err(e) = write() {
+        tracing::warn!(run = %record.run_id, "cannot write the run's record: {e}");
+    }
+}
+
+fn read_record(dir: &Path, id: &str) -> Option<Record> {
+    let bytes = std::fs::read(record_path(dir, id)).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+fn read_records(dir: &Path) -> Vec<Record> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name();
+            let id = name.to_str()?.strip_suffix(".json")?;
+            is_run_id(id).then(|| read_record(dir, id)).flatten()
+        })
+        .collect()
+}
+
+/// The limits of a call that asked for `asked` seconds: 1 to `max` (MAX_TIMEOUT); without a
+/// timeout, `default`'s.
+pub fn call_limits(default: &Limits, asked: Option<u64>, max: u64) -> Result<Limits, RunsError> {
+    match asked {
+        None => Ok(default.clone()),
+        Some(secs) if (1..=max).contains(&secs) => Ok(Limits {
+            timeout_secs: secs,
+            ..default.clone()
+        }),
+        Some(secs) => Err(RunsError::BadTimeout { secs, max }),
+    }
+}
