@@ -61,8 +61,10 @@ impl Live {
             .map(str::trim)
             .find(|l| !l.is_empty())
         {
-            *self.last_line.lock().unwrap_or_else(PoisonError::into_inner) =
-                line.chars().take(200).collect();
+            *self
+                .last_line
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = line.chars().take(200).collect();
         }
         partial.drain(..=end);
     }

@@ -83,9 +83,7 @@ impl RunHandle {
     /// Waits up to `wait` for the end; `None` when it is still running then or `stop` fires.
     pub async fn wait(&self, wait: Duration, stop: &CancellationToken) -> Option<Arc<Record>> {
         let mut done = self.done.clone();
-        let ended = async {
-            done.wait_for(Option::is_some).await.ok()?.clone()
-        };
+        let ended = async { done.wait_for(Option::is_some).await.ok()?.clone() };
         tokio::select! {
             record = ended => record,
             _ = tokio::time::sleep(wait) => None,
@@ -213,7 +211,7 @@ impl Runs {
             all.insert(h.id.clone(), record);
         }
         let mut all: Vec<Record> = all.into_values().collect();
-        all.sort_by(|a, b| b.started_unix.cmp(&a.started_unix));
+        all.sort_by_key(|r| std::cmp::Reverse(r.started_unix));
         all
     }
 

@@ -36,10 +36,11 @@ use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler, tool, tool_handler, tool_router};
 
 use contract::{
-    AppendToCodeFileArgs, CheckResult, CloseSessionArgs, CloseSessionResult, ConfigResult,
-    ConfigureEnvironmentArgs, ConfigureResult, CreateSessionArgs, CreateSessionResult,
-    ExecuteCodeArgs, ExecuteCodeFileArgs, FilePathArgs, FileResult, InitializeCodeFileArgs,
-    InstallResult, ListSessionsResult, PackagesArgs, RunResult,
+    AppendToCodeFileArgs, CancelRunArgs, CheckResult, CloseSessionArgs, CloseSessionResult,
+    ConfigResult, ConfigureEnvironmentArgs, ConfigureResult, CreateSessionArgs,
+    CreateSessionResult, ExecuteCodeArgs, ExecuteCodeFileArgs, FilePathArgs, FileResult,
+    GetRunArgs, InitializeCodeFileArgs, InstallArgs, InstallResult, ListRunsResult,
+    ListSessionsResult, PackagesArgs, RunResult,
 };
 use params::Parameters;
 
@@ -94,7 +95,7 @@ impl CodeExecutor {
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
         let (ctx, _link) = self.worlds.link(ctx);
-        run::execute_code(&*self.world(&ctx)?, args, &ctx).await
+        run::execute_code(self.world(&ctx)?, args, &ctx).await
     }
 
     /// Run a file stored earlier (by execute_code or initialize_code_file), given by its bare
@@ -110,7 +111,7 @@ impl CodeExecutor {
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
         let (ctx, _link) = self.worlds.link(ctx);
-        run::execute_code_file(&*self.world(&ctx)?, args, &ctx).await
+        run::execute_code_file(self.world(&ctx)?, args, &ctx).await
     }
 
     /// Create a new .py file in the storage directory (for building up a long program) and
@@ -163,11 +164,11 @@ impl CodeExecutor {
     )]
     async fn install_dependencies(
         &self,
-        Parameters(args): Parameters<PackagesArgs>,
+        Parameters(args): Parameters<InstallArgs>,
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
         let (ctx, _link) = self.worlds.link(ctx);
-        packages::install(&*self.world(&ctx)?, args, &ctx).await
+        packages::install(self.world(&ctx)?, args, &ctx).await
     }
 
     /// Check whether packages are installed in the active environment. Accepts distribution
@@ -247,6 +248,52 @@ impl CodeExecutor {
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
         sessions::close(&*self.world(&ctx)?, args).await
+    }
+
+    /// Wait for a run that answered status "running" (from execute_code, execute_code_file or
+    /// install_dependencies) and return its result: the same as the call would have returned,
+    /// or "running" again with the newest output after wait_secs (at most RESULT_WAIT).
+    /// Cancelling this call only stops the waiting, never the run (use cancel_run).
+    #[tool(annotations(
+        title = "Wait for a run",
+        read_only_hint = true,
+        open_world_hint = false
+    ))]
+    async fn get_run(
+        &self,
+        Parameters(args): Parameters<GetRunArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, ErrorData> {
+        runs::get(&*self.world(&ctx)?, args, &ctx).await
+    }
+
+    /// Stop a run (its container is killed) and return its result, which says cancelled.
+    #[tool(annotations(
+        title = "Stop a run",
+        read_only_hint = false,
+        destructive_hint = true,
+        idempotent_hint = true,
+        open_world_hint = false
+    ))]
+    async fn cancel_run(
+        &self,
+        Parameters(args): Parameters<CancelRunArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, ErrorData> {
+        runs::cancel(&*self.world(&ctx)?, args).await
+    }
+
+    /// List the runs kept: those still running and those that finished within RUN_RETENTION,
+    /// newest first, with their state, start time, elapsed seconds and file.
+    #[tool(
+        annotations(title = "List runs", read_only_hint = true, open_world_hint = false),
+        output_schema = schema_for_output::<ListRunsResult>()
+    )]
+    async fn list_runs(
+        &self,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, ErrorData> {
+        runs::list(&*self.world(&ctx)?)
     }
 
     /// Show the active environment, its image and interpreter, the storage directory and the

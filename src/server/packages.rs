@@ -3,54 +3,71 @@
 //! the failure message; which names are missing). Also converts the sandbox's package reports
 //! into the contract's.
 
-use rmcp::model::CallToolResult;
+use std::sync::Arc;
+
+use rmcp::model::{CallToolResult, ContentBlock};
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer};
 
 use super::State;
+use super::background;
 use super::contract::{
-    CheckResult, InstallResult, PackageInfo, PackageOutcome, PackageStatus, PackagesArgs, Status,
+    CheckResult, InstallArgs, InstallResult, PackageInfo, PackageOutcome, PackageStatus,
+    PackagesArgs, Status,
 };
-use super::progress::Progress;
 use super::reply::{Fallible, fail, respond};
+use super::runs;
 use crate::error::Error;
 use crate::packages::{install_plan, validate_lookup_names, validate_requirements};
 use crate::sandbox::RunOutcome;
 use crate::sandbox::helpers::{self, InstallOutcome};
 
-/// `install_dependencies`: installs requirements into the active environment.
+/// `install_dependencies`: installs requirements into the active environment, as a run (it
+/// goes on in the background when it outlasts RESULT_WAIT).
 pub async fn install(
-    state: &State,
-    args: PackagesArgs,
+    state: Arc<State>,
+    args: InstallArgs,
     ctx: &RequestContext<RoleServer>,
 ) -> Result<CallToolResult, ErrorData> {
     let env = state.envs().active_spec().clone();
-    let mut result = InstallResult {
+    let result = InstallResult {
         env_type: Some(env.env_type),
         environment: Some(env.to_string()),
         ..Default::default()
+    };
+    let max = state.config.runs.max_timeout_secs;
+    let limits = match background::call_limits(&state.config.install_limits, args.timeout, max) {
+        Ok(limits) => limits,
+        Err(e) => return fail(result, e),
     };
     let reqs = match validate_requirements(&args.packages) {
         Ok(reqs) => reqs,
         Err(e) => return fail(result, e),
     };
-    let plan = install_plan(&env, &reqs);
-    let what = format!("installing {} package(s) into {env}", reqs.len());
-    let progress = Progress::start(ctx, what, None);
-    let limits = &state.config.install_limits;
-    let outcome = state
-        .sandbox
-        .install(&env, &reqs, &plan, limits, &ctx.ct, progress.live())
-        .await;
-    progress.stop().await;
-    // Runs from now on start on interpreters that never saw the old environment.
-    state.sandbox.flush_pool();
-    match outcome {
-        Ok(outcome) => {
-            record_install(&mut result, outcome, limits.timeout_secs);
-            respond(&result, result.status == Status::Error)
-        }
-        Err(e) => fail(result, e),
+    let world = Arc::clone(&state);
+    let started = state
+        .runs
+        .start("install_dependencies", None, move |rc| async move {
+            let mut result = result;
+            result.background.run_id = Some(rc.id.clone());
+            let plan = install_plan(&env, &reqs);
+            let outcome = (world.sandbox)
+                .install(&env, &reqs, &plan, &limits, &rc.cancel, &rc.live)
+                .await;
+            // Runs from now on start on interpreters that never saw the old environment.
+            world.sandbox.flush_pool();
+            let answer = match outcome {
+                Ok(outcome) => {
+                    record_install(&mut result, outcome, limits.timeout_secs);
+                    respond(&result, result.status == Status::Error)
+                }
+                Err(e) => fail(result, e),
+            };
+            answer.unwrap_or_else(|e| CallToolResult::error(vec![ContentBlock::text(e.message)]))
+        });
+    match started {
+        Ok(handle) => runs::answer_first(&state, &handle, ctx).await,
+        Err(e) => fail(InstallResult::default(), e),
     }
 }
 

@@ -19,7 +19,6 @@ const EVERY: Duration = Duration::from_secs(1);
 
 /// A running ticker (or none, when the client asked for no progress).
 pub struct Progress {
-    live: Arc<Live>,
     stop: CancellationToken,
     task: Option<JoinHandle<()>>,
 }
@@ -66,16 +65,7 @@ impl Progress {
                 }
             })
         });
-        Progress {
-            live,
-            stop,
-            task,
-        }
-    }
-
-    /// Where the job notes what it prints.
-    pub fn live(&self) -> &Live {
-        &self.live
+        Progress { stop, task }
     }
 
     /// Stops the ticker and waits for it: no progress after this returns.

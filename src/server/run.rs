@@ -6,6 +6,7 @@
 //! too). Both ways share everything but the call itself.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use base64::Engine;
 use rmcp::model::{CallToolResult, ContentBlock};
@@ -13,11 +14,12 @@ use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer};
 
 use super::State;
+use super::background::{self, RunContext};
 use super::contract::{self, ExecuteCodeArgs, ExecuteCodeFileArgs, FileInfo, RunResult, Status};
-use super::progress::Progress;
 use super::reply::{Fallible, fail, respond};
+use super::runs;
 use crate::environment::EnvSpec;
-use crate::error::SandboxError;
+use crate::error::{RunsError, SandboxError};
 use crate::limits::Limits;
 use crate::sandbox::sessions::SessionState;
 use crate::sandbox::{Job, RunOutcome};
@@ -27,48 +29,100 @@ const PNG_SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
 
 /// `execute_code`: stores `args.code` as a new file and runs it.
 pub async fn execute_code(
-    state: &State,
+    state: Arc<State>,
     args: ExecuteCodeArgs,
     ctx: &RequestContext<RoleServer>,
 ) -> Result<CallToolResult, ErrorData> {
+    let failed = || RunResult {
+        session_id: args.session_id.clone(),
+        ..Default::default()
+    };
+    let limits = match call_limits(&state, args.timeout) {
+        Ok(limits) => limits,
+        Err(e) => return fail(failed(), e),
+    };
     match state.storage.create(args.filename.as_deref(), &args.code) {
         Ok(stored) => {
             let run = Run {
-                timeout: args.timeout,
+                tool: "execute_code",
+                limits,
                 session: args.session_id,
             };
-            run_stored(state, stored.name, &args.code, run, ctx).await
+            run_stored(state, stored.name, args.code, run, ctx).await
         }
-        Err(e) => {
-            let result = RunResult {
-                session_id: args.session_id,
-                ..Default::default()
-            };
-            fail(result, e)
-        }
+        Err(e) => fail(failed(), e),
     }
 }
 
 /// `execute_code_file`: runs a file stored earlier.
 pub async fn execute_code_file(
-    state: &State,
+    state: Arc<State>,
     args: ExecuteCodeFileArgs,
     ctx: &RequestContext<RoleServer>,
 ) -> Result<CallToolResult, ErrorData> {
+    let failed = |args: ExecuteCodeFileArgs| RunResult {
+        file_path: Some(args.file_path),
+        session_id: args.session_id,
+        ..Default::default()
+    };
+    let limits = match call_limits(&state, args.timeout) {
+        Ok(limits) => limits,
+        Err(e) => return fail(failed(args), e),
+    };
     let storage = &state.storage;
     let loaded = storage
         .resolve(&args.file_path)
         .and_then(|name| storage.read(&name).map(|code| (name, code)));
-    let run = Run {
-        timeout: args.timeout,
-        session: args.session_id,
-    };
     match loaded {
-        Ok((name, code)) => run_stored(state, name, &code, run, ctx).await,
+        Ok((name, code)) => {
+            let run = Run {
+                tool: "execute_code_file",
+                limits,
+                session: args.session_id,
+            };
+            run_stored(state, name, code, run, ctx).await
+        }
+        Err(e) => fail(failed(args), e),
+    }
+}
+
+/// The limits of a run that asked for `timeout` seconds (at most MAX_TIMEOUT).
+fn call_limits(state: &State, timeout: Option<u64>) -> Result<Limits, RunsError> {
+    let max = state.config.runs.max_timeout_secs;
+    background::call_limits(&state.config.limits, timeout, max)
+}
+
+/// How a stored file runs: the tool that asked, its limits, and the session it runs in (none:
+/// a fresh container).
+struct Run {
+    tool: &'static str,
+    limits: Limits,
+    session: Option<String>,
+}
+
+/// Starts a stored file's `code` as a run (in the active environment or in `run.session`) and
+/// answers when it ends or at RESULT_WAIT, whichever comes first.
+async fn run_stored(
+    state: Arc<State>,
+    name: String,
+    code: String,
+    run: Run,
+    ctx: &RequestContext<RoleServer>,
+) -> Result<CallToolResult, ErrorData> {
+    let path = state.storage.path_of(&name).to_string_lossy().into_owned();
+    let world = Arc::clone(&state);
+    let tool = run.tool;
+    let started = state
+        .runs
+        .start(tool, Some(path.clone()), move |rc| async move {
+            let answer = run_to_end(&world, name, &code, run, rc).await;
+            answer.unwrap_or_else(|e| CallToolResult::error(vec![ContentBlock::text(e.message)]))
+        });
+    match started {
+        Ok(handle) => runs::answer_first(&state, &handle, ctx).await,
         Err(e) => {
             let result = RunResult {
-                file_path: Some(args.file_path),
-                session_id: run.session,
+                file_path: Some(path),
                 ..Default::default()
             };
             fail(result, e)
@@ -76,23 +130,17 @@ pub async fn execute_code_file(
     }
 }
 
-/// How a stored file runs: its time limit, and the session it runs in (none: a fresh
-/// container).
-struct Run {
-    timeout: Option<u64>,
-    session: Option<String>,
-}
-
-/// Runs a stored file's `code`, in the active environment or in `run.session`.
-async fn run_stored(
+/// Runs a stored file's `code` to its end (or deadline, or cancellation) and builds the
+/// answer, with the run's id.
+async fn run_to_end(
     state: &State,
     name: String,
     code: &str,
     run: Run,
-    ctx: &RequestContext<RoleServer>,
+    rc: RunContext,
 ) -> Result<CallToolResult, ErrorData> {
     let path = state.storage.path_of(&name).to_string_lossy().into_owned();
-    let limits = &state.config.limits.with_call_timeout(run.timeout);
+    let limits = &run.limits;
     let mut result = RunResult {
         file_path: Some(path.clone()),
         generated_filename: Some(name.clone()),
@@ -100,24 +148,26 @@ async fn run_stored(
         session_id: run.session.clone(),
         ..Default::default()
     };
+    result.background.run_id = Some(rc.id.clone());
     let env = match environment_of(state, run.session.as_deref()).await {
         Ok(env) => env,
         Err(e) => return fail_run(result, e),
     };
     result.environment = Some(env.to_string());
     let before = state.storage.snapshot();
-    let progress = Progress::start(ctx, format!("running {name}"), None);
     let job = Job {
-        live: Some(progress.live()),
+        live: Some(&rc.live),
         ..Job::run(&env, &path, code, limits)
     };
     let ran = match run.session.as_deref() {
-        None => state.sandbox.execute(job, &ctx.ct).await.map(|o| (o, None)),
-        Some(id) => (state.sandbox.run_in_session(id, job, &ctx.ct).await)
+        None => state
+            .sandbox
+            .execute(job, &rc.cancel)
+            .await
+            .map(|o| (o, None)),
+        Some(id) => (state.sandbox.run_in_session(id, job, &rc.cancel).await)
             .map(|r| (r.outcome, Some((id, r.state, r.ended_reason)))),
     };
-    // No progress notification after the result.
-    progress.stop().await;
     let (outcome, session) = match ran {
         Ok(ran) => ran,
         Err(e) => return fail_run(result, e),

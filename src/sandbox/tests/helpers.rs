@@ -3,7 +3,7 @@
 //! listing and removing environment volumes. The fake's containers print the helpers' JSON
 //! reports as scripts/*.py would.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
@@ -16,7 +16,6 @@ use crate::sandbox::engine::{MountKind, MountSpec};
 use crate::sandbox::fake::{Behaviour, FakeEngine};
 use crate::sandbox::helpers::{PackageStatus, volume_matches};
 use crate::sandbox::labels;
-use crate::sandbox::lifecycle::lock;
 use crate::sandbox::policy::CA_PATH;
 use crate::sandbox::runner::Job;
 use crate::sandbox::volumes::PREPARE;
@@ -168,7 +167,7 @@ async fn install_runs_one_networked_container_and_classifies_the_report() {
     );
     let (env, reqs, cancel) = (venv(), requirements(), CancellationToken::new());
     let plan = crate::packages::install_plan(&env, &reqs);
-    let last = Mutex::new(String::new());
+    let last = crate::sandbox::output::Live::default();
     let out = sb
         .install(&env, &reqs, &plan, &limits(2), &cancel, &last)
         .await
@@ -198,7 +197,7 @@ async fn install_runs_one_networked_container_and_classifies_the_report() {
     );
     assert_eq!(out.packages[2].previous_version.as_deref(), Some("1.5.3"));
     assert_eq!(out.packages[1].name, "numpy");
-    assert_eq!(*lock(&last), "$ pip install requests numpy==2.0");
+    assert_eq!(last.last_line(), "$ pip install requests numpy==2.0");
     // One install container: the install network, the CA bundle, the volume writable.
     let ran = ids_of(&fake, "install");
     assert_eq!(ran.len(), 1);
@@ -230,7 +229,7 @@ async fn an_install_that_times_out_fails_every_package() {
     installs(&fake, Behaviour::Hangs);
     let (env, reqs, cancel) = (venv(), requirements(), CancellationToken::new());
     let plan = crate::packages::install_plan(&env, &reqs);
-    let last = Mutex::new(String::new());
+    let last = crate::sandbox::output::Live::default();
     let out = sb
         .install(&env, &reqs, &plan, &limits(1), &cancel, &last)
         .await
@@ -252,7 +251,7 @@ async fn install_into_a_missing_environment_is_refused_before_any_install() {
     fake.behave(|_, spec| (purpose(spec) == "create").then(|| Behaviour::ok(NO_INTERPRETER)));
     let (env, reqs, cancel) = (venv(), requirements(), CancellationToken::new());
     let plan = crate::packages::install_plan(&env, &reqs);
-    let last = Mutex::new(String::new());
+    let last = crate::sandbox::output::Live::default();
     let err = sb
         .install(&env, &reqs, &plan, &limits(2), &cancel, &last)
         .await

@@ -2,7 +2,7 @@
 //! engine's state when there is none, the deadline, cancellation), output caps, what the runner
 //! is fed, progress lines, the engine going away, and removal of the container on every path.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
@@ -13,7 +13,7 @@ use crate::limits::Limits;
 use crate::sandbox::engine::{ContainerEngine, ContainerSpec, Created};
 use crate::sandbox::fake::{Behaviour, FakeEngine, Step};
 use crate::sandbox::labels;
-use crate::sandbox::lifecycle::{Lifecycle, lock, unix_now};
+use crate::sandbox::lifecycle::{Lifecycle, unix_now};
 use crate::sandbox::policy::Purpose;
 use crate::sandbox::runner::{self, Job, RunOutcome};
 
@@ -338,7 +338,7 @@ async fn last_line_follows_complete_lines_and_never_shows_the_marker() {
         out.unwrap().unwrap().stdout,
         "step 1\nstep 2\nstep 3 unfinished\n"
     );
-    let after = lock(&last).clone();
+    let after = last.last_line();
     assert!(!after.contains("mce-exit"), "{after}");
 }
 
