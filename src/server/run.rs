@@ -174,8 +174,8 @@ async fn run_to_end(
     };
     let failure = match session {
         _ if outcome.cancelled && state.is_stopping() => Some(
-            "the run was stopped because the server is shutting down (SHUTDOWN_GRACE ran out); \
-             output printed before that is kept"
+            "the run was stopped because the server is shutting down; output printed before \
+             that is kept"
                 .to_string(),
         ),
         None => run_failure(&outcome, limits),
