@@ -142,14 +142,7 @@ impl Runs {
         Fut: Future<Output = CallToolResult> + Send + 'static,
     {
         let mut table = self.table();
-        let background = table
-            .values()
-            .filter(|h| h.finished().is_none())
-            .filter(|h| h.backgrounded.load(std::sync::atomic::Ordering::SeqCst))
-            .count();
-        if background >= self.settings.max_background {
-            return Err(RunsError::TooMany(background));
-        }
+        admit(&table, self.settings.max_background)?;
         let id = format!("run-{}", uuid::Uuid::new_v4().simple());
         let (tx, rx) = watch::channel(None);
         let handle = Arc::new(RunHandle {
@@ -180,6 +173,12 @@ impl Runs {
         });
         table.insert(id, Arc::clone(&handle));
         Ok(handle)
+    }
+
+    /// Whether a run may start now (fewer than MAX_BACKGROUND_RUNS in the background): checked
+    /// before a call stores anything, and again when the run starts.
+    pub fn admit(&self) -> Result<(), RunsError> {
+        admit(&self.table(), self.settings.max_background)
     }
 
     /// The run `id`: this server's, or a record left on disk.
@@ -251,6 +250,20 @@ impl Runs {
                 write_record(&self.settings.state_dir, &r);
             }
         }
+    }
+}
+
+/// Refuses a run when `max` runs of `table` went to the background and still go.
+fn admit(table: &HashMap<String, Arc<RunHandle>>, max: usize) -> Result<(), RunsError> {
+    let background = table
+        .values()
+        .filter(|h| h.finished().is_none())
+        .filter(|h| h.backgrounded.load(std::sync::atomic::Ordering::SeqCst))
+        .count();
+    if background >= max {
+        Err(RunsError::TooMany(background))
+    } else {
+        Ok(())
     }
 }
 

@@ -37,7 +37,8 @@ pub async fn execute_code(
         session_id: args.session_id.clone(),
         ..Default::default()
     };
-    let limits = match call_limits(&state, args.timeout) {
+    let limits = call_limits(&state, args.timeout).and_then(|l| state.runs.admit().map(|()| l));
+    let limits = match limits {
         Ok(limits) => limits,
         Err(e) => return fail(failed(), e),
     };
