@@ -370,3 +370,158 @@ pub fn call_limits(default: &Limits, asked: Option<u64>, max: u64) -> Result<Lim
         Some(secs) => Err(RunsError::BadTimeout { secs, max }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn settings(dir: &Path, max_background: usize, retention_secs: u64) -> RunSettings {
+        RunSettings {
+            max_timeout_secs: 60,
+            result_wait_secs: 1,
+            retention_secs,
+            max_background,
+            state_dir: dir.join(".mce-runs"),
+        }
+    }
+
+    fn result(flags: serde_json::Value) -> CallToolResult {
+        CallToolResult::structured(flags)
+    }
+
+    #[tokio::test]
+    async fn a_run_is_recorded_when_it_starts_and_when_it_ends() {
+        let tmp = tempfile::tempdir().unwrap();
+        let runs = Runs::open(settings(tmp.path(), 8, 60), CancellationToken::new());
+        let gate = Arc::new(tokio::sync::Notify::new());
+        let wait = Arc::clone(&gate);
+        let h = runs
+            .start(
+                "execute_code",
+                Some("/s/a.py".into()),
+                move |rc| async move {
+                    wait.notified().await;
+                    result(json!({ "status": "success", "run_id": rc.id }))
+                },
+            )
+            .unwrap();
+        assert!(is_run_id(&h.id), "{}", h.id);
+        let on_disk = read_record(&runs.settings.state_dir, &h.id).unwrap();
+        assert_eq!(on_disk.state, RunState::Running);
+        let never = CancellationToken::new();
+        assert!(h.wait(Duration::from_millis(50), &never).await.is_none());
+        gate.notify_one();
+        let done = h.wait(Duration::from_secs(5), &never).await.unwrap();
+        assert_eq!(done.state, RunState::Finished);
+        let on_disk = read_record(&runs.settings.state_dir, &h.id).unwrap();
+        assert_eq!(on_disk.state, RunState::Finished);
+        assert!(on_disk.result.is_some());
+        assert_eq!(runs.list().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_new_server_finds_finished_results_and_calls_unfinished_runs_lost() {
+        let tmp = tempfile::tempdir().unwrap();
+        let first = Runs::open(settings(tmp.path(), 8, 60), CancellationToken::new());
+        let done = first
+            .start("execute_code", None, |_| async {
+                result(json!({ "timed_out": true }))
+            })
+            .unwrap();
+        let never = CancellationToken::new();
+        done.wait(Duration::from_secs(5), &never).await.unwrap();
+        let hung = first
+            .start("execute_code", None, |_| std::future::pending())
+            .unwrap();
+        let second = Runs::open(settings(tmp.path(), 8, 60), CancellationToken::new());
+        match second.find(&done.id).unwrap() {
+            Found::Stored(r) => assert_eq!(r.state, RunState::TimedOut),
+            other => panic!("{other:?}"),
+        }
+        match second.find(&hung.id).unwrap() {
+            Found::Stored(r) => {
+                assert_eq!(r.state, RunState::Lost);
+                assert!(
+                    r.lost_reason
+                        .unwrap()
+                        .contains("server that ran it stopped")
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn ids_are_checked_before_any_file_is_touched() {
+        let tmp = tempfile::tempdir().unwrap();
+        let runs = Runs::open(settings(tmp.path(), 8, 60), CancellationToken::new());
+        for bad in [
+            "../etc/passwd",
+            "run-",
+            "run-../../x",
+            "RUN-0123456789abcdef0123456789abcdef",
+        ] {
+            assert!(matches!(runs.find(bad), Err(RunsError::BadId(_))), "{bad}");
+        }
+        let unknown = "run-0123456789abcdef0123456789abcdef";
+        assert!(matches!(runs.find(unknown), Err(RunsError::Unknown(_))));
+    }
+
+    #[tokio::test]
+    async fn only_runs_in_the_background_count_against_the_limit() {
+        let tmp = tempfile::tempdir().unwrap();
+        let runs = Runs::open(settings(tmp.path(), 1, 60), CancellationToken::new());
+        let a = runs
+            .start("execute_code", None, |_| std::future::pending())
+            .unwrap();
+        assert!(
+            runs.admit().is_ok(),
+            "a run still waited for is not in the background"
+        );
+        a.mark_backgrounded();
+        assert!(matches!(runs.admit(), Err(RunsError::TooMany(1))));
+        let refused = runs.start("execute_code", None, |_| std::future::pending());
+        assert!(refused.is_err());
+        assert_eq!(runs.running().len(), 1, "nothing else started");
+    }
+
+    #[tokio::test]
+    async fn results_expire_after_the_retention() {
+        let tmp = tempfile::tempdir().unwrap();
+        let runs = Runs::open(settings(tmp.path(), 8, 0), CancellationToken::new());
+        let h = runs
+            .start("execute_code", None, |_| async { result(json!({})) })
+            .unwrap();
+        h.wait(Duration::from_secs(5), &CancellationToken::new())
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        runs.sweep();
+        assert!(matches!(runs.find(&h.id), Err(RunsError::Unknown(_))));
+        assert!(runs.list().is_empty());
+        assert!(read_records(&runs.settings.state_dir).is_empty());
+    }
+
+    #[test]
+    fn a_call_may_ask_for_one_second_up_to_max_timeout() {
+        let base = Limits {
+            timeout_secs: 30,
+            memory_bytes: 1 << 29,
+            cpus: 1.0,
+            pids: 128,
+            output_bytes: 1 << 20,
+            tmpfs_bytes: 1 << 26,
+            max_code_bytes: 1 << 20,
+            max_file_bytes: 1 << 28,
+        };
+        assert_eq!(call_limits(&base, None, 60).unwrap().timeout_secs, 30);
+        assert_eq!(call_limits(&base, Some(60), 60).unwrap().timeout_secs, 60);
+        assert_eq!(call_limits(&base, Some(1), 60).unwrap().timeout_secs, 1);
+        for bad in [0, 61] {
+            let err = call_limits(&base, Some(bad), 60).unwrap_err().to_string();
+            assert!(err.contains("MAX_TIMEOUT"), "{err}");
+        }
+    }
+}
