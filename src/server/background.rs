@@ -34,6 +34,9 @@ pub struct Record {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file_path: Option<String>,
     pub started_unix: u64,
+    /// The server instance that ran it.
+    #[serde(default)]
+    pub instance: String,
     pub state: RunState,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_unix: Option<u64>,
@@ -106,19 +109,20 @@ pub struct Runs {
     table: Mutex<HashMap<String, Arc<RunHandle>>>,
     /// The server's stopping token: runs stop when it fires.
     stopping: CancellationToken,
+    /// This server's instance id (in each record).
+    instance: String,
 }
 
 impl Runs {
-    /// The runs of a world whose records live in `settings.state_dir`. Records of runs a
-    /// stopped server left `running` become `lost`.
-    pub fn open(settings: RunSettings, stopping: CancellationToken) -> Self {
-        let runs = Runs {
+    /// The runs of a world whose records live in `settings.state_dir`, started by server
+    /// `instance`.
+    pub fn open(settings: RunSettings, stopping: CancellationToken, instance: &str) -> Self {
+        Runs {
             settings,
             table: Mutex::new(HashMap::new()),
             stopping,
-        };
-        runs.mark_lost();
-        runs
+            instance: instance.to_string(),
+        }
     }
 
     pub fn settings(&self) -> &RunSettings {
@@ -156,7 +160,7 @@ impl Runs {
             backgrounded: false.into(),
             done: rx,
         });
-        let running = record_of(&handle, RunState::Running, None);
+        let running = record_of(&self.instance, &handle, RunState::Running, None);
         write_record(&self.settings.state_dir, &running);
         let fut = work(RunContext {
             id: id.clone(),
@@ -164,10 +168,11 @@ impl Runs {
             cancel: handle.cancel.clone(),
         });
         let (dir, h) = (self.settings.state_dir.clone(), Arc::clone(&handle));
+        let instance = self.instance.clone();
         tokio::spawn(async move {
             let result = fut.await;
             let state = state_of(&result);
-            let record = record_of(&h, state, Some(result));
+            let record = record_of(&instance, &h, state, Some(result));
             write_record(&dir, &record);
             let _ = tx.send(Some(Arc::new(record)));
         });
@@ -205,7 +210,7 @@ impl Runs {
         for h in self.table().values() {
             let record = match h.finished() {
                 Some(r) => (*r).clone(),
-                None => record_of(h, RunState::Running, None),
+                None => record_of(&self.instance, h, RunState::Running, None),
             };
             all.insert(h.id.clone(), record);
         }
@@ -240,16 +245,13 @@ impl Runs {
             .is_some_and(|t| unix_now() > t + self.settings.retention_secs)
     }
 
-    /// Records left `running` by a server that stopped become `lost`.
-    fn mark_lost(&self) {
-        for mut r in read_records(&self.settings.state_dir) {
-            if r.state == RunState::Running {
-                r.state = RunState::Lost;
-                r.finished_unix = Some(unix_now());
-                r.lost_reason = Some(LOST_REASON.to_string());
-                write_record(&self.settings.state_dir, &r);
-            }
-        }
+    /// A record left `running` by a server that is gone: the run is `lost` (recorded so).
+    pub fn mark_lost(&self, mut r: Record) -> Record {
+        r.state = RunState::Lost;
+        r.finished_unix = Some(unix_now());
+        r.lost_reason = Some(LOST_REASON.to_string());
+        write_record(&self.settings.state_dir, &r);
+        r
     }
 }
 
@@ -305,13 +307,19 @@ fn state_of(result: &CallToolResult) -> RunState {
     }
 }
 
-fn record_of(h: &RunHandle, state: RunState, result: Option<CallToolResult>) -> Record {
+fn record_of(
+    instance: &str,
+    h: &RunHandle,
+    state: RunState,
+    result: Option<CallToolResult>,
+) -> Record {
     let ended = state != RunState::Running;
     Record {
         run_id: h.id.clone(),
         tool: h.tool.to_string(),
         file_path: h.file_path.clone(),
         started_unix: h.started_unix,
+        instance: instance.to_string(),
         state,
         finished_unix: ended.then(unix_now),
         elapsed_secs: Some(h.elapsed_secs()),
@@ -394,7 +402,11 @@ mod tests {
     #[tokio::test]
     async fn a_run_is_recorded_when_it_starts_and_when_it_ends() {
         let tmp = tempfile::tempdir().unwrap();
-        let runs = Runs::open(settings(tmp.path(), 8, 60), CancellationToken::new());
+        let runs = Runs::open(
+            settings(tmp.path(), 8, 60),
+            CancellationToken::new(),
+            "inst",
+        );
         let gate = Arc::new(tokio::sync::Notify::new());
         let wait = Arc::clone(&gate);
         let h = runs
@@ -422,9 +434,13 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_new_server_finds_finished_results_and_calls_unfinished_runs_lost() {
+    async fn a_new_server_finds_finished_results_and_can_call_unfinished_runs_lost() {
         let tmp = tempfile::tempdir().unwrap();
-        let first = Runs::open(settings(tmp.path(), 8, 60), CancellationToken::new());
+        let first = Runs::open(
+            settings(tmp.path(), 8, 60),
+            CancellationToken::new(),
+            "inst",
+        );
         let done = first
             .start("execute_code", None, |_| async {
                 result(json!({ "timed_out": true }))
@@ -435,28 +451,35 @@ mod tests {
         let hung = first
             .start("execute_code", None, |_| std::future::pending())
             .unwrap();
-        let second = Runs::open(settings(tmp.path(), 8, 60), CancellationToken::new());
+        let second = Runs::open(settings(tmp.path(), 8, 60), CancellationToken::new(), "new");
         match second.find(&done.id).unwrap() {
             Found::Stored(r) => assert_eq!(r.state, RunState::TimedOut),
             other => panic!("{other:?}"),
         }
-        match second.find(&hung.id).unwrap() {
-            Found::Stored(r) => {
-                assert_eq!(r.state, RunState::Lost);
-                assert!(
-                    r.lost_reason
-                        .unwrap()
-                        .contains("server that ran it stopped")
-                );
-            }
-            other => panic!("{other:?}"),
-        }
+        let Found::Stored(r) = second.find(&hung.id).unwrap() else {
+            panic!("not stored");
+        };
+        assert_eq!((r.state, r.instance.as_str()), (RunState::Running, "inst"));
+        let lost = second.mark_lost(*r);
+        assert!(
+            lost.lost_reason
+                .unwrap()
+                .contains("server that ran it stopped")
+        );
+        let Found::Stored(r) = second.find(&hung.id).unwrap() else {
+            panic!("not stored");
+        };
+        assert_eq!(r.state, RunState::Lost, "recorded");
     }
 
     #[tokio::test]
     async fn ids_are_checked_before_any_file_is_touched() {
         let tmp = tempfile::tempdir().unwrap();
-        let runs = Runs::open(settings(tmp.path(), 8, 60), CancellationToken::new());
+        let runs = Runs::open(
+            settings(tmp.path(), 8, 60),
+            CancellationToken::new(),
+            "inst",
+        );
         for bad in [
             "../etc/passwd",
             "run-",
@@ -472,7 +495,11 @@ mod tests {
     #[tokio::test]
     async fn only_runs_in_the_background_count_against_the_limit() {
         let tmp = tempfile::tempdir().unwrap();
-        let runs = Runs::open(settings(tmp.path(), 1, 60), CancellationToken::new());
+        let runs = Runs::open(
+            settings(tmp.path(), 1, 60),
+            CancellationToken::new(),
+            "inst",
+        );
         let a = runs
             .start("execute_code", None, |_| std::future::pending())
             .unwrap();
@@ -490,7 +517,7 @@ mod tests {
     #[tokio::test]
     async fn results_expire_after_the_retention() {
         let tmp = tempfile::tempdir().unwrap();
-        let runs = Runs::open(settings(tmp.path(), 8, 0), CancellationToken::new());
+        let runs = Runs::open(settings(tmp.path(), 8, 0), CancellationToken::new(), "inst");
         let h = runs
             .start("execute_code", None, |_| async { result(json!({})) })
             .unwrap();
