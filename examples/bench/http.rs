@@ -31,11 +31,9 @@ pub const BURST_LIMIT: Duration = Duration::from_secs(180);
 
 /// Installs rustls' aws-lc-rs crypto provider for the process, before any reqwest client is
 /// built: the jsonschema dev-dependency turns on reqwest's rustls without a provider (building
-/// a client then panics, even for plain http). This crate has no rustls dependency of its own,
-/// so the provider is installed by jsonschema's HTTP retriever, which does exactly that when
-/// made. Call it outside the async runtime (the retriever wraps a blocking client).
+/// a client then panics, even for plain http). The tests do the same.
 pub fn install_crypto_provider() {
-    let _ = jsonschema::HttpRetriever::new(&jsonschema::HttpOptions::default());
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 }
 
 /// A server on an ephemeral loopback port. Dropping it without [`HttpServer::stop`] still
