@@ -256,6 +256,12 @@ async fn sweep(worlds: &Worlds) {
     }
     for world in worlds.all() {
         world.runs.sweep();
+        for record in world.runs.others_running() {
+            if let Ok(false) = world.sandbox.instance_alive(&record.instance).await {
+                tracing::info!(run = %record.run_id, "a run of a server that is gone is lost");
+                world.runs.mark_lost(record);
+            }
+        }
         match world.sandbox.reap_sessions().await {
             Ok(0) => {}
             Ok(n) => tracing::info!("ended {n} idle session(s)"),

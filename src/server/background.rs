@@ -230,6 +230,15 @@ impl Runs {
         }
     }
 
+    /// Records of runs another server started that still say `running` (see [`Runs::mark_lost`]
+    /// for those whose server is gone).
+    pub fn others_running(&self) -> Vec<Record> {
+        read_records(&self.settings.state_dir)
+            .into_iter()
+            .filter(|r| r.state == RunState::Running && r.instance != self.instance)
+            .collect()
+    }
+
     /// Runs still going.
     pub fn running(&self) -> Vec<Arc<RunHandle>> {
         let table = self.table();
