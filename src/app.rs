@@ -176,6 +176,7 @@ pub async fn serve(config: Config) -> Result<(), Error> {
 /// On shutdown: refuses new runs and removes every container of this server but live sessions
 /// (waiting for pre-started containers being made).
 async fn remove_containers(worlds: &Arc<Worlds>) {
+    stop_runs(worlds).await;
     worlds.lifecycle().close();
     let busy = Arc::clone(worlds);
     match worlds
@@ -187,6 +188,25 @@ async fn remove_containers(worlds: &Arc<Worlds>) {
         Ok(n) => tracing::info!("removed {n} container(s) still running"),
         Err(e) => tracing::warn!("could not remove this server's containers: {e}"),
     }
+}
+
+/// How long runs stopped at shutdown get to record their results.
+const RUNS_STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Stops the runs still going (in the background, or calls past the shutdown grace) and gives
+/// them [`RUNS_STOP_WAIT`] to record their results, so get_run after a restart says what
+/// happened.
+async fn stop_runs(worlds: &Worlds) {
+    worlds.stopping().cancel();
+    let running: Vec<_> = worlds.all().iter().flat_map(|w| w.runs.running()).collect();
+    if running.is_empty() {
+        return;
+    }
+    tracing::info!("stopping {} run(s) still going", running.len());
+    let never = tokio_util::sync::CancellationToken::new();
+    let all =
+        futures_util::future::join_all(running.iter().map(|h| h.wait(RUNS_STOP_WAIT, &never)));
+    all.await;
 }
 
 /// How often the server sweeps for leftovers (containers of servers that died after this one
@@ -235,6 +255,7 @@ async fn sweep(worlds: &Worlds) {
         Err(e) => tracing::debug!("could not check for leftover containers: {e}"),
     }
     for world in worlds.all() {
+        world.runs.sweep();
         match world.sandbox.reap_sessions().await {
             Ok(0) => {}
             Ok(n) => tracing::info!("ended {n} idle session(s)"),

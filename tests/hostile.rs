@@ -56,14 +56,30 @@ async fn deadlines_kill_busy_sleeping_and_sigterm_ignoring_programs() -> anyhow:
     assert_eq!(r["timed_out"], true);
     assert_eq!(r["timeout_secs"], 1);
     assert!(started.elapsed() < Duration::from_secs(3) + Duration::from_secs(3));
-    // ...but never raises it past the server's maximum.
-    let (r, _) = s
+    // ...may raise it up to MAX_TIMEOUT, and beyond that is refused before anything runs.
+    let (r, is_error) = s
+        .call(
+            "execute_code",
+            json!({ "code": "print('raised')", "timeout": 10 }),
+        )
+        .await?;
+    assert!(!is_error, "{r}");
+    assert_eq!(r["timeout_secs"], 10, "{r}");
+    let (r, is_error) = s
         .call(
             "execute_code",
             json!({ "code": "print('quick')", "timeout": 99999 }),
         )
         .await?;
-    assert_eq!(r["timeout_secs"], 3, "{r}");
+    assert!(is_error, "{r}");
+    assert!(
+        r["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("MAX_TIMEOUT"),
+        "{r}"
+    );
+    assert!(r.get("file_path").is_none(), "nothing stored: {r}");
     still_fine(&s).await;
     s.stop().await?;
     Ok(())

@@ -64,11 +64,12 @@ async fn original_tool_and_argument_names() -> anyhow::Result<()> {
             vec!["conda_name", "type", "uv_venv_path", "venv_path"],
         ),
         ("get_environment_config", vec![]),
-        ("install_dependencies", vec!["packages"]),
+        ("install_dependencies", vec!["packages", "timeout"]),
         ("check_installed_packages", vec!["packages"]),
         ("create_session", vec!["env_type", "name"]),
         ("list_sessions", vec![]),
         ("close_session", vec!["session_id"]),
+        ("list_runs", vec![]),
     ];
     for (tool, args) in expect {
         let mut got = args_of(tool);

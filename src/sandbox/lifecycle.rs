@@ -257,6 +257,17 @@ impl Lifecycle {
         Ok(removed)
     }
 
+    /// Whether the server `instance` is alive: this one, or one whose sentinel runs.
+    pub async fn instance_alive(&self, instance: &str) -> Result<bool, SandboxError> {
+        if instance == self.instance() {
+            return Ok(true);
+        }
+        let listed = self.engine.list(LABEL_INSTANCE, instance).await?;
+        Ok(listed.iter().any(|c| {
+            c.running && c.labels.get(LABEL_PURPOSE).map(String::as_str) == Some(SENTINEL)
+        }))
+    }
+
     /// Creates, attaches and starts this instance's sentinel from `spec`, and holds its stdin
     /// for the server's whole life. `Ok(false)` when the image is missing.
     pub async fn start_sentinel(&self, spec: &ContainerSpec) -> Result<bool, SandboxError> {

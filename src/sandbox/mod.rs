@@ -166,6 +166,11 @@ impl Sandbox {
         self.life.instance()
     }
 
+    /// Whether the server `instance` still runs (this one, or one whose sentinel runs).
+    pub async fn instance_alive(&self, instance: &str) -> Result<bool, SandboxError> {
+        self.life.instance_alive(instance).await
+    }
+
     /// Runs one job: a user's program in a pre-started container when one is ready, anything
     /// else in a fresh container of its environment's image with the environment's volume
     /// (created and seeded from the image on first use).

@@ -34,6 +34,9 @@ pub struct Record {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file_path: Option<String>,
     pub started_unix: u64,
+    /// The server instance that ran it.
+    #[serde(default)]
+    pub instance: String,
     pub state: RunState,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_unix: Option<u64>,
@@ -106,19 +109,20 @@ pub struct Runs {
     table: Mutex<HashMap<String, Arc<RunHandle>>>,
     /// The server's stopping token: runs stop when it fires.
     stopping: CancellationToken,
+    /// This server's instance id (in each record).
+    instance: String,
 }
 
 impl Runs {
-    /// The runs of a world whose records live in `settings.state_dir`. Records of runs a
-    /// stopped server left `running` become `lost`.
-    pub fn open(settings: RunSettings, stopping: CancellationToken) -> Self {
-        let runs = Runs {
+    /// The runs of a world whose records live in `settings.state_dir`, started by server
+    /// `instance`.
+    pub fn open(settings: RunSettings, stopping: CancellationToken, instance: &str) -> Self {
+        Runs {
             settings,
             table: Mutex::new(HashMap::new()),
             stopping,
-        };
-        runs.mark_lost();
-        runs
+            instance: instance.to_string(),
+        }
     }
 
     pub fn settings(&self) -> &RunSettings {
@@ -142,14 +146,7 @@ impl Runs {
         Fut: Future<Output = CallToolResult> + Send + 'static,
     {
         let mut table = self.table();
-        let background = table
-            .values()
-            .filter(|h| h.finished().is_none())
-            .filter(|h| h.backgrounded.load(std::sync::atomic::Ordering::SeqCst))
-            .count();
-        if background >= self.settings.max_background {
-            return Err(RunsError::TooMany(background));
-        }
+        admit(&table, self.settings.max_background)?;
         let id = format!("run-{}", uuid::Uuid::new_v4().simple());
         let (tx, rx) = watch::channel(None);
         let handle = Arc::new(RunHandle {
@@ -163,7 +160,7 @@ impl Runs {
             backgrounded: false.into(),
             done: rx,
         });
-        let running = record_of(&handle, RunState::Running, None);
+        let running = record_of(&self.instance, &handle, RunState::Running, None);
         write_record(&self.settings.state_dir, &running);
         let fut = work(RunContext {
             id: id.clone(),
@@ -171,15 +168,22 @@ impl Runs {
             cancel: handle.cancel.clone(),
         });
         let (dir, h) = (self.settings.state_dir.clone(), Arc::clone(&handle));
+        let instance = self.instance.clone();
         tokio::spawn(async move {
             let result = fut.await;
             let state = state_of(&result);
-            let record = record_of(&h, state, Some(result));
+            let record = record_of(&instance, &h, state, Some(result));
             write_record(&dir, &record);
             let _ = tx.send(Some(Arc::new(record)));
         });
         table.insert(id, Arc::clone(&handle));
         Ok(handle)
+    }
+
+    /// Whether a run may start now (fewer than MAX_BACKGROUND_RUNS in the background): checked
+    /// before a call stores anything, and again when the run starts.
+    pub fn admit(&self) -> Result<(), RunsError> {
+        admit(&self.table(), self.settings.max_background)
     }
 
     /// The run `id`: this server's, or a record left on disk.
@@ -206,7 +210,7 @@ impl Runs {
         for h in self.table().values() {
             let record = match h.finished() {
                 Some(r) => (*r).clone(),
-                None => record_of(h, RunState::Running, None),
+                None => record_of(&self.instance, h, RunState::Running, None),
             };
             all.insert(h.id.clone(), record);
         }
@@ -241,16 +245,27 @@ impl Runs {
             .is_some_and(|t| unix_now() > t + self.settings.retention_secs)
     }
 
-    /// Records left `running` by a server that stopped become `lost`.
-    fn mark_lost(&self) {
-        for mut r in read_records(&self.settings.state_dir) {
-            if r.state == RunState::Running {
-                r.state = RunState::Lost;
-                r.finished_unix = Some(unix_now());
-                r.lost_reason = Some(LOST_REASON.to_string());
-                write_record(&self.settings.state_dir, &r);
-            }
-        }
+    /// A record left `running` by a server that is gone: the run is `lost` (recorded so).
+    pub fn mark_lost(&self, mut r: Record) -> Record {
+        r.state = RunState::Lost;
+        r.finished_unix = Some(unix_now());
+        r.lost_reason = Some(LOST_REASON.to_string());
+        write_record(&self.settings.state_dir, &r);
+        r
+    }
+}
+
+/// Refuses a run when `max` runs of `table` went to the background and still go.
+fn admit(table: &HashMap<String, Arc<RunHandle>>, max: usize) -> Result<(), RunsError> {
+    let background = table
+        .values()
+        .filter(|h| h.finished().is_none())
+        .filter(|h| h.backgrounded.load(std::sync::atomic::Ordering::SeqCst))
+        .count();
+    if background >= max {
+        Err(RunsError::TooMany(background))
+    } else {
+        Ok(())
     }
 }
 
@@ -292,13 +307,19 @@ fn state_of(result: &CallToolResult) -> RunState {
     }
 }
 
-fn record_of(h: &RunHandle, state: RunState, result: Option<CallToolResult>) -> Record {
+fn record_of(
+    instance: &str,
+    h: &RunHandle,
+    state: RunState,
+    result: Option<CallToolResult>,
+) -> Record {
     let ended = state != RunState::Running;
     Record {
         run_id: h.id.clone(),
         tool: h.tool.to_string(),
         file_path: h.file_path.clone(),
         started_unix: h.started_unix,
+        instance: instance.to_string(),
         state,
         finished_unix: ended.then(unix_now),
         elapsed_secs: Some(h.elapsed_secs()),
@@ -355,5 +376,179 @@ pub fn call_limits(default: &Limits, asked: Option<u64>, max: u64) -> Result<Lim
             ..default.clone()
         }),
         Some(secs) => Err(RunsError::BadTimeout { secs, max }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn settings(dir: &Path, max_background: usize, retention_secs: u64) -> RunSettings {
+        RunSettings {
+            max_timeout_secs: 60,
+            result_wait_secs: 1,
+            retention_secs,
+            max_background,
+            state_dir: dir.join(".mce-runs"),
+        }
+    }
+
+    fn result(flags: serde_json::Value) -> CallToolResult {
+        CallToolResult::structured(flags)
+    }
+
+    #[tokio::test]
+    async fn a_run_is_recorded_when_it_starts_and_when_it_ends() {
+        let tmp = tempfile::tempdir().unwrap();
+        let runs = Runs::open(
+            settings(tmp.path(), 8, 60),
+            CancellationToken::new(),
+            "inst",
+        );
+        let gate = Arc::new(tokio::sync::Notify::new());
+        let wait = Arc::clone(&gate);
+        let h = runs
+            .start(
+                "execute_code",
+                Some("/s/a.py".into()),
+                move |rc| async move {
+                    wait.notified().await;
+                    result(json!({ "status": "success", "run_id": rc.id }))
+                },
+            )
+            .unwrap();
+        assert!(is_run_id(&h.id), "{}", h.id);
+        let on_disk = read_record(&runs.settings.state_dir, &h.id).unwrap();
+        assert_eq!(on_disk.state, RunState::Running);
+        let never = CancellationToken::new();
+        assert!(h.wait(Duration::from_millis(50), &never).await.is_none());
+        gate.notify_one();
+        let done = h.wait(Duration::from_secs(5), &never).await.unwrap();
+        assert_eq!(done.state, RunState::Finished);
+        let on_disk = read_record(&runs.settings.state_dir, &h.id).unwrap();
+        assert_eq!(on_disk.state, RunState::Finished);
+        assert!(on_disk.result.is_some());
+        assert_eq!(runs.list().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_new_server_finds_finished_results_and_can_call_unfinished_runs_lost() {
+        let tmp = tempfile::tempdir().unwrap();
+        let first = Runs::open(
+            settings(tmp.path(), 8, 60),
+            CancellationToken::new(),
+            "inst",
+        );
+        let done = first
+            .start("execute_code", None, |_| async {
+                result(json!({ "timed_out": true }))
+            })
+            .unwrap();
+        let never = CancellationToken::new();
+        done.wait(Duration::from_secs(5), &never).await.unwrap();
+        let hung = first
+            .start("execute_code", None, |_| std::future::pending())
+            .unwrap();
+        let second = Runs::open(settings(tmp.path(), 8, 60), CancellationToken::new(), "new");
+        match second.find(&done.id).unwrap() {
+            Found::Stored(r) => assert_eq!(r.state, RunState::TimedOut),
+            other => panic!("{other:?}"),
+        }
+        let Found::Stored(r) = second.find(&hung.id).unwrap() else {
+            panic!("not stored");
+        };
+        assert_eq!((r.state, r.instance.as_str()), (RunState::Running, "inst"));
+        let lost = second.mark_lost(*r);
+        assert!(
+            lost.lost_reason
+                .unwrap()
+                .contains("server that ran it stopped")
+        );
+        let Found::Stored(r) = second.find(&hung.id).unwrap() else {
+            panic!("not stored");
+        };
+        assert_eq!(r.state, RunState::Lost, "recorded");
+    }
+
+    #[tokio::test]
+    async fn ids_are_checked_before_any_file_is_touched() {
+        let tmp = tempfile::tempdir().unwrap();
+        let runs = Runs::open(
+            settings(tmp.path(), 8, 60),
+            CancellationToken::new(),
+            "inst",
+        );
+        for bad in [
+            "../etc/passwd",
+            "run-",
+            "run-../../x",
+            "RUN-0123456789abcdef0123456789abcdef",
+        ] {
+            assert!(matches!(runs.find(bad), Err(RunsError::BadId(_))), "{bad}");
+        }
+        let unknown = "run-0123456789abcdef0123456789abcdef";
+        assert!(matches!(runs.find(unknown), Err(RunsError::Unknown(_))));
+    }
+
+    #[tokio::test]
+    async fn only_runs_in_the_background_count_against_the_limit() {
+        let tmp = tempfile::tempdir().unwrap();
+        let runs = Runs::open(
+            settings(tmp.path(), 1, 60),
+            CancellationToken::new(),
+            "inst",
+        );
+        let a = runs
+            .start("execute_code", None, |_| std::future::pending())
+            .unwrap();
+        assert!(
+            runs.admit().is_ok(),
+            "a run still waited for is not in the background"
+        );
+        a.mark_backgrounded();
+        assert!(matches!(runs.admit(), Err(RunsError::TooMany(1))));
+        let refused = runs.start("execute_code", None, |_| std::future::pending());
+        assert!(refused.is_err());
+        assert_eq!(runs.running().len(), 1, "nothing else started");
+    }
+
+    #[tokio::test]
+    async fn results_expire_after_the_retention() {
+        let tmp = tempfile::tempdir().unwrap();
+        let runs = Runs::open(settings(tmp.path(), 8, 0), CancellationToken::new(), "inst");
+        let h = runs
+            .start("execute_code", None, |_| async { result(json!({})) })
+            .unwrap();
+        h.wait(Duration::from_secs(5), &CancellationToken::new())
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        runs.sweep();
+        assert!(matches!(runs.find(&h.id), Err(RunsError::Unknown(_))));
+        assert!(runs.list().is_empty());
+        assert!(read_records(&runs.settings.state_dir).is_empty());
+    }
+
+    #[test]
+    fn a_call_may_ask_for_one_second_up_to_max_timeout() {
+        let base = Limits {
+            timeout_secs: 30,
+            memory_bytes: 1 << 29,
+            cpus: 1.0,
+            pids: 128,
+            output_bytes: 1 << 20,
+            tmpfs_bytes: 1 << 26,
+            max_code_bytes: 1 << 20,
+            max_file_bytes: 1 << 28,
+        };
+        assert_eq!(call_limits(&base, None, 60).unwrap().timeout_secs, 30);
+        assert_eq!(call_limits(&base, Some(60), 60).unwrap().timeout_secs, 60);
+        assert_eq!(call_limits(&base, Some(1), 60).unwrap().timeout_secs, 1);
+        for bad in [0, 61] {
+            let err = call_limits(&base, Some(bad), 60).unwrap_err().to_string();
+            assert!(err.contains("MAX_TIMEOUT"), "{err}");
+        }
     }
 }

@@ -37,7 +37,8 @@ pub async fn execute_code(
         session_id: args.session_id.clone(),
         ..Default::default()
     };
-    let limits = match call_limits(&state, args.timeout) {
+    let limits = call_limits(&state, args.timeout).and_then(|l| state.runs.admit().map(|()| l));
+    let limits = match limits {
         Ok(limits) => limits,
         Err(e) => return fail(failed(), e),
     };
@@ -174,8 +175,8 @@ async fn run_to_end(
     };
     let failure = match session {
         _ if outcome.cancelled && state.is_stopping() => Some(
-            "the run was stopped because the server is shutting down (SHUTDOWN_GRACE ran out); \
-             output printed before that is kept"
+            "the run was stopped because the server is shutting down; output printed before \
+             that is kept"
                 .to_string(),
         ),
         None => run_failure(&outcome, limits),

@@ -52,7 +52,7 @@ pub async fn get(
 ) -> Result<CallToolResult, ErrorData> {
     let handle = match state.runs.find(&args.run_id) {
         Ok(Found::Here(h)) => h,
-        Ok(Found::Stored(record)) => return final_answer(&record),
+        Ok(Found::Stored(record)) => return stored_answer(state, *record).await,
         Err(e) => return fail(lookup(&args.run_id), e),
     };
     let max = state.runs.settings().result_wait_secs;
@@ -71,7 +71,7 @@ pub async fn get(
 pub async fn cancel(state: &State, args: CancelRunArgs) -> Result<CallToolResult, ErrorData> {
     let handle = match state.runs.find(&args.run_id) {
         Ok(Found::Here(h)) => h,
-        Ok(Found::Stored(record)) => return final_answer(&record),
+        Ok(Found::Stored(record)) => return stored_answer(state, *record).await,
         Err(e) => return fail(lookup(&args.run_id), e),
     };
     handle.cancel.cancel();
@@ -144,6 +144,33 @@ fn running(state: &State, handle: &RunHandle) -> Result<CallToolResult, ErrorDat
 /// RESULT_WAIT itself, so polling early costs nothing but a call).
 fn poll_after(elapsed_secs: f64, result_wait: u64) -> u64 {
     ((elapsed_secs / 5.0) as u64).clamp(1, result_wait.clamp(1, 30))
+}
+
+/// The answer for a run another server started: its result when it ended; while that server
+/// lives (two servers may share a storage folder), that it runs there; once that server is
+/// gone, `lost` (and recorded so).
+async fn stored_answer(state: &State, record: Record) -> Result<CallToolResult, ErrorData> {
+    if record.state != RunState::Running {
+        return final_answer(&record);
+    }
+    let alive = state.sandbox.instance_alive(&record.instance).await;
+    match alive {
+        Ok(false) => final_answer(&state.runs.mark_lost(record)),
+        Ok(true) => {
+            let body = RunLookup {
+                status: Status::Error,
+                error: Some(format!(
+                    "run {} is running on another server that shares this storage folder \
+                     (instance {}); only that server can wait for it or stop it",
+                    record.run_id, record.instance
+                )),
+                run_id: Some(record.run_id),
+                state: Some(RunState::Running),
+            };
+            respond(&body, true)
+        }
+        Err(e) => fail(lookup(&record.run_id), e),
+    }
 }
 
 /// The answer for a run that has ended: its result, or why it is lost.
