@@ -100,6 +100,23 @@ fn instance_containers(instance: &str) -> Vec<String> {
         .collect()
 }
 
+/// Running sentinel containers of the server instance `instance`.
+fn running_sentinels(instance: &str) -> Vec<String> {
+    let out = std::process::Command::new("docker")
+        .args(["ps", "--format", "{{.Names}}"])
+        .args([
+            "--filter",
+            &format!("label=mcp-code-executor.instance={instance}"),
+        ])
+        .args(["--filter", "label=mcp-code-executor.purpose=sentinel"])
+        .output()
+        .expect("docker ps");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
 /// The server instance a container belongs to (its label).
 fn instance_of(container: &str) -> String {
     let out = std::process::Command::new("docker")
@@ -431,20 +448,22 @@ async fn a_run_past_its_own_deadline_ends_timed_out_with_partial_output() -> any
 }
 
 #[tokio::test]
-async fn a_server_killed_mid_run_leaves_a_lost_run_and_finished_results() -> anyhow::Result<()> {
+async fn a_server_killed_mid_run_leaves_lost_runs_and_finished_results() -> anyhow::Result<()> {
     let old = Server::start_with(opts()).await?;
     let storage = old.storage.clone();
     let mut guard = Guard::default();
     guard.watch(&storage);
     bounded(120, async {
-        // One run that finished before the kill, one still going at the kill.
+        // One run that finished before the kill, two still going at the kill (one is polled
+        // after the restart, the other only listed).
         let (done, is_error) = old.run("print('finished before')").await?;
         assert!(!is_error, "{done}");
         let done_id = str_field(&done, "run_id").to_string();
         let code = "import time\nprint('going', flush=True)\ntime.sleep(60)";
-        let (_, id) = start_running(&old, json!({ "code": code, "timeout": 120 })).await?;
+        let (_, polled) = start_running(&old, json!({ "code": code, "timeout": 120 })).await?;
+        let (_, listed_only) = start_running(&old, json!({ "code": code, "timeout": 120 })).await?;
         let busy = old.busy_containers();
-        assert_eq!(busy.len(), 1, "{busy:?}");
+        assert_eq!(busy.len(), 2, "{busy:?}");
         let instance = instance_of(&busy[0]);
         assert!(
             !instance.is_empty(),
@@ -455,13 +474,21 @@ async fn a_server_killed_mid_run_leaves_a_lost_run_and_finished_results() -> any
         // SAFETY: SIGKILL to the server process this test spawned.
         assert_eq!(unsafe { libc::kill(old.pid as i32, libc::SIGKILL) }, 0);
         common::wait_gone(old.pid).await;
+        // The dead server's sentinel stops once its stdin is gone: from then on the server is
+        // seen as gone.
+        assert!(
+            eventually(15, || running_sentinels(&instance).is_empty()).await,
+            "the killed server's sentinel still runs: {:?}",
+            running_sentinels(&instance)
+        );
 
         let new =
             Server::start_with(opts().env("CODE_STORAGE_DIR", storage.to_str().unwrap())).await?;
         guard.watch(&new.storage);
         let result = async {
+            // get_run answers at once: lost, and why.
             let asked = Instant::now();
-            let (r, is_error) = new.call("get_run", json!({ "run_id": id })).await?;
+            let (r, is_error) = new.call("get_run", json!({ "run_id": polled })).await?;
             assert!(
                 asked.elapsed() < Duration::from_secs(3),
                 "get_run of a lost run took {:?}",
@@ -470,18 +497,19 @@ async fn a_server_killed_mid_run_leaves_a_lost_run_and_finished_results() -> any
             assert!(is_error, "a lost run is an error: {r}");
             assert_eq!(r["status"], "lost", "{r}");
             assert_eq!(r["state"], "lost", "{r}");
-            assert_eq!(r["run_id"], id.as_str(), "{r}");
+            assert_eq!(r["run_id"], polled.as_str(), "{r}");
             let why = str_field(&r, "error");
             assert!(why.contains("lost") && why.contains("stopped"), "{r}");
             // cancel_run of it says the same.
-            let (c, c_error) = new.call("cancel_run", json!({ "run_id": id })).await?;
+            let (c, c_error) = new.call("cancel_run", json!({ "run_id": polled })).await?;
             assert_eq!((&c, c_error), (&r, true));
 
+            // The finished run's result is still there, unchanged.
             let (r, is_error) = new.call("get_run", json!({ "run_id": done_id })).await?;
             assert!(!is_error, "{r}");
             assert_eq!(r, done, "the finished result changed across the restart");
 
-            let entry = listed(&new, &id)
+            let entry = listed(&new, &polled)
                 .await?
                 .context("the lost run is not listed")?;
             assert_eq!(entry["state"], "lost", "{entry}");
@@ -489,8 +517,7 @@ async fn a_server_killed_mid_run_leaves_a_lost_run_and_finished_results() -> any
                 .await?
                 .context("the finished run is not listed")?;
             assert_eq!(entry["state"], "finished", "{entry}");
-
-            // The new server's sweep removes the dead server's containers (the run's among them).
+            // The new server's sweep removes the dead server's containers (the runs' among them).
             assert!(
                 eventually(20, || instance_containers(&instance).is_empty()
                     && containers_mounting(&storage).is_empty())
@@ -499,14 +526,24 @@ async fn a_server_killed_mid_run_leaves_a_lost_run_and_finished_results() -> any
                 instance_containers(&instance),
                 containers_mounting(&storage)
             );
+            // The run nobody polled is lost too: list_runs must not call it running.
+            let entry = listed(&new, &listed_only)
+                .await?
+                .context("the other lost run is not listed")?;
+            assert_eq!(
+                entry["state"], "lost",
+                "list_runs of a run whose server was killed (never polled since): {entry}"
+            );
             anyhow::Ok(())
         }
         .await;
         if result.is_err() {
             eprintln!("new server's log:\n{}", new.log());
         }
+        // Stopped either way, so that its own containers go with it.
+        let stopped = new.stop().await;
         result?;
-        new.stop().await?;
+        stopped?;
         Ok(())
     })
     .await?;
@@ -735,6 +772,12 @@ async fn runs_beyond_max_background_runs_are_refused_and_nothing_starts() -> any
             .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
             .count();
         assert_eq!(records, 1);
+        let files = stored_files(&s.storage);
+        assert_eq!(
+            files.len(),
+            1,
+            "the refused call stored its code: {files:?}"
+        );
 
         // Once it is stopped, runs start again.
         let (r, _) = s.call("cancel_run", json!({ "run_id": id })).await?;
