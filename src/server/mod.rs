@@ -22,6 +22,7 @@ mod run;
 mod runs;
 mod sessions;
 mod state;
+mod tasks;
 mod worlds;
 
 pub use state::State;
@@ -312,6 +313,55 @@ impl CodeExecutor {
 
 #[tool_handler(router = self.tool_router)]
 impl ServerHandler for CodeExecutor {
+    /// Tool calls, through the router; for a client that declared the tasks extension, the
+    /// long-run tools answer with a task at once (see `tasks`).
+    async fn call_tool(
+        &self,
+        request: rmcp::model::CallToolRequestParams,
+        mut context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::CallToolResponse, ErrorData> {
+        let as_task = tasks::wanted(&request, &context);
+        if as_task {
+            context.extensions.insert(tasks::AnswerAtOnce);
+        }
+        let tcc = rmcp::handler::server::tool::ToolCallContext::new(self, request, context);
+        let response = self.tool_router.call(tcc).await?;
+        Ok(match response {
+            rmcp::model::CallToolResponse::Complete(result) if as_task => tasks::created(result),
+            other => other,
+        })
+    }
+
+    async fn get_task(
+        &self,
+        request: rmcp::model::GetTaskParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::GetTaskResult, ErrorData> {
+        tasks::get(&*self.world(&context)?, &request.task_id)
+    }
+
+    async fn cancel_task(
+        &self,
+        request: rmcp::model::CancelTaskParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        tasks::cancel(&*self.world(&context)?, &request.task_id)
+    }
+
+    /// No run ever asks its client for input: responses are ignored (as the extension says
+    /// for keys that are not outstanding).
+    async fn update_task(
+        &self,
+        request: rmcp::model::UpdateTaskParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        self.world(&context)?
+            .runs
+            .find(&request.task_id)
+            .map_err(|e| ErrorData::invalid_params(e.to_string(), None))?;
+        Ok(())
+    }
+
     #[allow(deprecated)] // MCP logging: see the `logging` module
     async fn set_level(
         &self,
@@ -329,6 +379,7 @@ impl ServerHandler for CodeExecutor {
             ServerCapabilities::builder()
                 .enable_tools()
                 .enable_logging()
+                .enable_tasks()
                 .build(),
         )
         .with_server_info(Implementation::new(

@@ -20,6 +20,7 @@ use super::contract::{
 };
 use super::progress::Progress;
 use super::reply::{fail, respond};
+use super::tasks;
 
 /// How long cancel_run waits for a stopped run to end (its container killed, its result made).
 const CANCEL_WAIT: Duration = Duration::from_secs(15);
@@ -31,7 +32,10 @@ pub async fn answer_first(
     handle: &Arc<RunHandle>,
     ctx: &RequestContext<RoleServer>,
 ) -> Result<CallToolResult, ErrorData> {
-    let wait = Duration::from_secs(state.runs.settings().result_wait_secs);
+    let wait = match ctx.extensions.get::<tasks::AnswerAtOnce>() {
+        Some(_) => Duration::ZERO,
+        None => Duration::from_secs(state.runs.settings().result_wait_secs),
+    };
     let progress = follow(handle, ctx);
     let ended = handle.wait(wait, &ctx.ct).await;
     if ended.is_none() && ctx.ct.is_cancelled() {
