@@ -119,12 +119,19 @@ async fn a_task_capable_client_gets_a_task_and_the_same_result_through_tasks_get
         .unwrap();
     let runs = listed.structured_content.unwrap();
     assert_eq!(runs["runs"][0]["run_id"], id.as_str(), "{runs}");
+    finish(s).await;
+}
+
+/// Closes the client, waits for the server to clean up and exit, and checks nothing is left
+/// (a server killed instead would leave its pool and sentinel containers to the next one).
+async fn finish(s: TaskServer) {
     drop(s.client);
     let mut child = s.child;
-    tokio::time::timeout(Duration::from_secs(30), child.wait())
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
         .await
         .unwrap()
         .unwrap();
+    assert!(status.success(), "{status}");
     assert!(containers_mounting(&s.storage).is_empty());
 }
 
@@ -159,6 +166,7 @@ async fn tasks_cancel_stops_the_run_and_its_container() {
         .get_task(GetTaskParams::new("run-0123456789abcdef0123456789abcdef"))
         .await;
     assert!(unknown.is_err(), "an unknown task is a JSON-RPC error");
+    finish(s).await;
 }
 
 /// Run containers of this storage folder (not the idle pool ones, named mce-warm-*).
