@@ -7,6 +7,7 @@
 //!   `/metrics`, graceful shutdown; generic over the MCP handler.
 //! - [`server`]: the MCP tool handlers, the wire contract ([`server::contract`]), one error
 //!   mapping.
+//! - [`datafiles`]: data files of the storage folder: list, slices, atomic writes, media types.
 //! - [`storage`]: the storage directory; confined, no-follow file operations.
 //! - [`packages`]: validation of requirements and package names, install plans (pure).
 //! - [`sandbox`]: running programs in containers — pool, environment volumes, runner,
@@ -21,6 +22,7 @@
 
 pub mod app;
 pub mod config;
+pub mod datafiles;
 pub mod environment;
 pub mod error;
 pub mod http;

@@ -17,6 +17,7 @@ use super::State;
 use super::background::{self, RunContext};
 use super::contract::{self, ExecuteCodeArgs, ExecuteCodeFileArgs, FileInfo, RunResult, Status};
 use super::reply::{Fallible, fail, respond};
+use super::resources;
 use super::runs;
 use crate::environment::EnvSpec;
 use crate::error::{RunsError, SandboxError};
@@ -225,6 +226,13 @@ fn answer(
             .into_iter()
             .map(|(_, png)| ContentBlock::image(png, "image/png")),
     );
+    // Every file the run made or changed, as a link: clients read it with resources/read
+    // instead of receiving its content here.
+    response.content.extend(
+        changed
+            .iter()
+            .map(|c| ContentBlock::resource_link(resources::link(&c.name, c.size))),
+    );
     Ok(response)
 }
 
@@ -351,6 +359,7 @@ fn file_list(state: &State, changed: &[Changed]) -> Vec<FileInfo> {
                 .into_owned(),
             size: c.size,
             created: c.created,
+            uri: Some(resources::uri_of(&c.name)),
         })
         .collect()
 }
