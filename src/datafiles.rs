@@ -130,10 +130,19 @@ pub fn write(storage: &Storage, name: &str, bytes: &[u8], limit: u64) -> Result<
             what: "a file (setting MAX_FILE_SIZE)",
         });
     }
-    if storage.path_of(name).is_dir() {
-        return Err(StorageError::NotRegular {
-            name: name.to_string(),
-        });
+    // Like the other file tools: a link is refused, not replaced (and never followed: the
+    // rename below would replace the link itself), and so is anything but a regular file.
+    if let Ok(meta) = std::fs::symlink_metadata(storage.path_of(name)) {
+        if meta.file_type().is_symlink() {
+            return Err(StorageError::Symlink {
+                name: name.to_string(),
+            });
+        }
+        if !meta.is_file() {
+            return Err(StorageError::NotRegular {
+                name: name.to_string(),
+            });
+        }
     }
     let tmp = format!(".{name}.{}.tmp", uuid::Uuid::new_v4().simple());
     let written = write_temp(storage, &tmp, bytes).and_then(|()| {
