@@ -116,12 +116,7 @@ pub fn read_whole(storage: &Storage, name: &str, limit: u64) -> Result<Vec<u8>, 
 /// written, handed to the run user, then renamed over the name (a link there is replaced,
 /// never followed). A write that fails leaves no partial file.
 pub fn write(storage: &Storage, name: &str, bytes: &[u8], limit: u64) -> Result<(), StorageError> {
-    if name.starts_with('.') {
-        return Err(StorageError::InvalidName {
-            given: name.to_string(),
-            reason: "hidden names (starting with '.') are the server's own".to_string(),
-        });
-    }
+    let name = &visible_name(storage, name)?;
     if bytes.len() as u64 > limit {
         return Err(StorageError::TooLarge {
             name: name.to_string(),
@@ -130,20 +125,7 @@ pub fn write(storage: &Storage, name: &str, bytes: &[u8], limit: u64) -> Result<
             what: "a file (setting MAX_FILE_SIZE)",
         });
     }
-    // Like the other file tools: a link is refused, not replaced (and never followed: the
-    // rename below would replace the link itself), and so is anything but a regular file.
-    if let Ok(meta) = std::fs::symlink_metadata(storage.path_of(name)) {
-        if meta.file_type().is_symlink() {
-            return Err(StorageError::Symlink {
-                name: name.to_string(),
-            });
-        }
-        if !meta.is_file() {
-            return Err(StorageError::NotRegular {
-                name: name.to_string(),
-            });
-        }
-    }
+    check_replaceable(storage, name)?;
     let tmp = format!(".{name}.{}.tmp", uuid::Uuid::new_v4().simple());
     let written = write_temp(storage, &tmp, bytes).and_then(|()| {
         std::fs::rename(storage.path_of(&tmp), storage.path_of(name))
@@ -190,4 +172,114 @@ pub fn is_text(mime: &str, bytes: &[u8]) -> bool {
         || mime == "application/x-sh"
         || mime == "application/octet-stream";
     textual && std::str::from_utf8(bytes).is_ok()
+}
+
+/// A file opened for download: the open file, its size and modification time.
+#[derive(Debug)]
+pub struct Download {
+    pub file: std::fs::File,
+    pub size: u64,
+    pub modified: std::time::SystemTime,
+}
+
+/// Opens stored file `given` (a name or the path this server returned) for reading, by the
+/// file tools' rules (no link, no hidden file, a regular file).
+pub fn open_download(storage: &Storage, given: &str) -> Result<(String, Download), StorageError> {
+    let name = visible_name(storage, given)?;
+    let file = storage.open_regular(&name, OpenOptions::new().read(true))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| storage.io_err("cannot inspect", &name, e))?;
+    let modified = meta.modified().unwrap_or(UNIX_EPOCH);
+    let size = meta.len();
+    Ok((name, Download { file, size, modified }))
+}
+
+/// An upload being written: a temporary file in the storage folder, renamed over the name
+/// by [`Upload::commit`]; dropped uncommitted, it is removed (nothing half-written stays).
+#[derive(Debug)]
+pub struct Upload {
+    storage: std::sync::Arc<Storage>,
+    name: String,
+    tmp: String,
+    committed: bool,
+}
+
+impl Upload {
+    /// Starts an upload of `given`; the open temporary file is returned with it.
+    pub fn begin(
+        storage: std::sync::Arc<Storage>,
+        given: &str,
+    ) -> Result<(Upload, std::fs::File), StorageError> {
+        let name = visible_name(&storage, given)?;
+        check_replaceable(&storage, &name)?;
+        let tmp = format!(".{name}.{}.tmp", uuid::Uuid::new_v4().simple());
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(storage.path_of(&tmp))
+            .map_err(|e| storage.io_err("cannot create", &tmp, e))?;
+        let upload = Upload {
+            storage,
+            name,
+            tmp,
+            committed: false,
+        };
+        Ok((upload, file))
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Hands the finished file to the run user and renames it over the name.
+    pub fn commit(mut self, file: &std::fs::File) -> Result<String, StorageError> {
+        let storage = &self.storage;
+        file.sync_all()
+            .map_err(|e| storage.io_err("cannot write", &self.tmp, e))?;
+        if let Some((uid, gid)) = storage.owner() {
+            fchown(file, Some(uid), Some(gid))
+                .map_err(|e| storage.io_err("cannot set the owner of", &self.tmp, e))?;
+        }
+        check_replaceable(storage, &self.name)?;
+        std::fs::rename(storage.path_of(&self.tmp), storage.path_of(&self.name))
+            .map_err(|e| storage.io_err("cannot write", &self.name, e))?;
+        self.committed = true;
+        Ok(self.name.clone())
+    }
+}
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = std::fs::remove_file(self.storage.path_of(&self.tmp));
+        }
+    }
+}
+
+/// The name `given` resolves to, refusing hidden names (the server's own state).
+fn visible_name(storage: &Storage, given: &str) -> Result<String, StorageError> {
+    let name = storage.resolve(given)?;
+    if name.starts_with('.') {
+        return Err(StorageError::InvalidName {
+            given: given.to_string(),
+            reason: "hidden names (starting with '.') are the server's own".to_string(),
+        });
+    }
+    Ok(name)
+}
+
+/// Refuses to replace a link (never followed) or anything but a regular file.
+fn check_replaceable(storage: &Storage, name: &str) -> Result<(), StorageError> {
+    match std::fs::symlink_metadata(storage.path_of(name)) {
+        Ok(meta) if meta.file_type().is_symlink() => Err(StorageError::Symlink {
+            name: name.to_string(),
+        }),
+        Ok(meta) if !meta.is_file() => Err(StorageError::NotRegular {
+            name: name.to_string(),
+        }),
+        _ => Ok(()),
+    }
 }
