@@ -8,6 +8,8 @@
 //! - [`server`]: the MCP tool handlers, the wire contract ([`server::contract`]), one error
 //!   mapping.
 //! - [`storage`]: the storage directory; confined, no-follow file operations.
+//! - [`images`]: fitting a PNG under a size cap for inlining in a result: header checks against
+//!   decompression bombs, downscaling, re-encoding (pure).
 //! - [`packages`]: validation of requirements and package names, install plans (pure).
 //! - [`sandbox`]: running programs in containers — pool, environment volumes, runner,
 //!   lifecycle, container policy — through the [`sandbox::engine::ContainerEngine`] seam, which
@@ -24,6 +26,7 @@ pub mod config;
 pub mod environment;
 pub mod error;
 pub mod http;
+pub mod images;
 pub mod limits;
 pub mod metrics;
 pub mod packages;
