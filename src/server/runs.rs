@@ -37,9 +37,13 @@ pub async fn answer_first(
         None => Duration::from_secs(state.runs.settings().result_wait_secs),
     };
     let progress = follow(handle, ctx);
-    let ended = handle.wait(wait, &ctx.ct).await;
+    let mut ended = handle.wait(wait, &ctx.ct).await;
     if ended.is_none() && ctx.ct.is_cancelled() {
+        // Cancelled by its client (or stopped by a shutdown) before it had a run id out: the
+        // run stops, and its result (which says why) is the answer.
         handle.cancel.cancel();
+        let never = tokio_util::sync::CancellationToken::new();
+        ended = handle.wait(CANCEL_WAIT, &never).await;
     }
     progress.stop().await;
     match ended {
