@@ -192,7 +192,14 @@ pub fn open_download(storage: &Storage, given: &str) -> Result<(String, Download
         .map_err(|e| storage.io_err("cannot inspect", &name, e))?;
     let modified = meta.modified().unwrap_or(UNIX_EPOCH);
     let size = meta.len();
-    Ok((name, Download { file, size, modified }))
+    Ok((
+        name,
+        Download {
+            file,
+            size,
+            modified,
+        },
+    ))
 }
 
 /// An upload being written: a temporary file in the storage folder, renamed over the name

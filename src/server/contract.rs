@@ -200,6 +200,10 @@ pub struct RunResult {
     /// PNG files returned as image content, in order (figures shown or saved).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub images: Option<Vec<String>>,
+    /// Those among `images` inlined downscaled to fit MAX_INLINE_IMAGE (the files on disk and
+    /// their links keep the full size).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub images_downscaled: Option<Vec<String>>,
     /// The session it ran in (with session_id).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub session_id: Option<String>,

@@ -219,12 +219,16 @@ fn answer(
     let changed = crate::storage::changed_files(before, &state.storage.snapshot());
     let images = images_of(state, &changed);
     result.files = Some(file_list(state, &changed));
-    result.images = Some(images.iter().map(|(name, _)| name.clone()).collect());
+    result.images = Some(images.iter().map(|i| i.name.clone()).collect());
+    let downscaled: Vec<String> = (images.iter().filter(|i| i.downscaled))
+        .map(|i| i.name.clone())
+        .collect();
+    result.images_downscaled = (!downscaled.is_empty()).then_some(downscaled);
     let mut response = respond(&result, result.status == Status::Error)?;
     response.content.extend(
         images
             .into_iter()
-            .map(|(_, png)| ContentBlock::image(png, "image/png")),
+            .map(|i| ContentBlock::image(i.png, "image/png")),
     );
     // Every file the run made or changed, as a link: clients read it with resources/read
     // instead of receiving its content here.
@@ -364,9 +368,22 @@ fn file_list(state: &State, changed: &[Changed]) -> Vec<FileInfo> {
         .collect()
 }
 
-/// The PNG files among `changed`, base64-encoded, within the count and size caps.
-fn images_of(state: &State, changed: &[Changed]) -> Vec<(String, String)> {
+/// Pixels a figure may have to be decoded for downscaling (a bomb beyond is left linked).
+const MAX_IMAGE_PIXELS: u64 = 50_000_000;
+
+/// A figure to inline: its name, the base64 PNG, and whether it was downscaled to fit.
+struct Inlined {
+    name: String,
+    png: String,
+    downscaled: bool,
+}
+
+/// The PNG files among `changed` (at most MAX_IMAGES, each at most MAX_IMAGE_SIZE on disk),
+/// each fitted under MAX_INLINE_IMAGE encoded: as is, or downscaled (the file stays full size
+/// and linked). One that cannot be read or fitted is only linked.
+fn images_of(state: &State, changed: &[Changed]) -> Vec<Inlined> {
     let config = &state.config;
+    let max_encoded = usize::try_from(config.max_inline_image).unwrap_or(usize::MAX);
     changed
         .iter()
         .filter(|c| is_png_name(&c.name) && c.size <= config.max_image_bytes)
@@ -375,12 +392,20 @@ fn images_of(state: &State, changed: &[Changed]) -> Vec<(String, String)> {
                 .storage
                 .read_bytes(&c.name, config.max_image_bytes)
                 .ok()?;
-            bytes.starts_with(PNG_SIGNATURE).then(|| {
-                (
-                    c.name.clone(),
-                    base64::engine::general_purpose::STANDARD.encode(bytes),
-                )
-            })
+            if !bytes.starts_with(PNG_SIGNATURE) {
+                return None;
+            }
+            match crate::images::fit_png(&bytes, max_encoded, MAX_IMAGE_PIXELS) {
+                Ok(fitted) => Some(Inlined {
+                    name: c.name.clone(),
+                    png: base64::engine::general_purpose::STANDARD.encode(fitted.png),
+                    downscaled: fitted.downscaled,
+                }),
+                Err(e) => {
+                    tracing::debug!(file = %c.name, "figure not inlined: {e}");
+                    None
+                }
+            }
         })
         .take(config.max_images)
         .collect()
