@@ -220,3 +220,51 @@ async fn every_route_refuses_the_traversal_set_and_touches_nothing_outside() {
     std::fs::remove_file(&outside).unwrap();
     s.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_large_figure_is_inlined_downscaled_and_the_full_file_is_kept_and_linked() {
+    let s = Server::start_with(Opts::default().env("MAX_IMAGE_SIZE", "16m"))
+        .await
+        .unwrap();
+    let code = "import numpy as np, matplotlib\nmatplotlib.use('Agg')\n\
+                import matplotlib.pyplot as plt\n\
+                rng = np.random.default_rng(1)\n\
+                plt.imsave('noise.png', rng.random((1000, 1200, 3)))\nprint('saved')";
+    let result = s
+        .client
+        .call_tool(
+            rmcp::model::CallToolRequestParams::new("execute_code")
+                .with_arguments(json!({ "code": code }).as_object().unwrap().clone()),
+        )
+        .await
+        .unwrap();
+    let full = std::fs::read(s.storage.join("noise.png")).unwrap();
+    assert!(
+        full.len() > 1024 * 1024,
+        "the test figure is large: {}",
+        full.len()
+    );
+    let inlined: Vec<&String> = result
+        .content
+        .iter()
+        .filter_map(|c| match c {
+            ContentBlock::Image(img) => Some(&img.data),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(inlined.len(), 1);
+    assert!(
+        inlined[0].len() <= 256 * 1024,
+        "under the cap: {}",
+        inlined[0].len()
+    );
+    let small = B64.decode(inlined[0]).unwrap();
+    assert!(small.starts_with(b"\x89PNG"));
+    assert!(small.len() < full.len());
+    let body = result.structured_content.unwrap();
+    assert_eq!(body["images_downscaled"], json!(["noise.png"]), "{body}");
+    assert!(result.content.iter().any(|c| matches!(c,
+        ContentBlock::ResourceLink(r) if r.uri == "storage:///noise.png"
+            && r.size == Some(full.len() as u64))));
+    s.stop().await.unwrap();
+}

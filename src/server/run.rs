@@ -368,8 +368,9 @@ fn file_list(state: &State, changed: &[Changed]) -> Vec<FileInfo> {
         .collect()
 }
 
-/// Pixels a figure may have to be decoded for downscaling (a bomb beyond is left linked).
-const MAX_IMAGE_PIXELS: u64 = 50_000_000;
+/// Pixels a figure may have to be decoded for downscaling (64 MB as RGBA; beyond, it is only
+/// linked).
+const MAX_IMAGE_PIXELS: u64 = 16_000_000;
 
 /// A figure to inline: its name, the base64 PNG, and whether it was downscaled to fit.
 struct Inlined {
