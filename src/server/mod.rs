@@ -4,15 +4,23 @@
 //! `error` message (`reply`, the one mapping from typed errors); malformed arguments are JSON-RPC
 //! `invalid_params` errors (`params`). `progress` reports long calls.
 //!
-//! Rooms: `contract` (the wire types), `run` (execute_code, execute_code_file, one-shot or in a
-//! session), `sessions` (create, list and close sessions), `files` (the code-file tools),
-//! `packages` (install and check), `environment` (switch and report), `reply` (results and
-//! failures), `logging` (MCP log notifications).
+//! Rooms: `contract` (the wire types), `worlds` and `state` (one world per principal; stdio has
+//! one), `run` (execute_code, execute_code_file, one-shot or in a session) and `figures` (the
+//! files and figures a run shows), `background` and `runs` (long runs: the registry and
+//! get_run, cancel_run, list_runs), `tasks` (the MCP tasks extension over the same runs),
+//! `sessions` (create, list and close sessions), `files` (the code-file tools), `datafiles`
+//! and `resources` (data files as tools and as MCP resources), `packages` (install and check),
+//! `environment` (switch and report), `reply` (results and failures), `logging` (MCP log
+//! notifications).
+//!
+//! Over 400 lines: one thin `#[tool]` method per tool (21), each with the description clients
+//! are shown, and the `ServerHandler` methods; the work is in the rooms above.
 
 mod background;
 pub mod contract;
 mod datafiles;
 mod environment;
+mod figures;
 mod files;
 pub mod logging;
 mod packages;

@@ -8,14 +8,14 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use base64::Engine;
 use rmcp::model::{CallToolResult, ContentBlock};
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer};
 
 use super::State;
 use super::background::{self, RunContext};
-use super::contract::{self, ExecuteCodeArgs, ExecuteCodeFileArgs, FileInfo, RunResult, Status};
+use super::contract::{self, ExecuteCodeArgs, ExecuteCodeFileArgs, RunResult, Status};
+use super::figures;
 use super::reply::{Fallible, fail, respond};
 use super::resources;
 use super::runs;
@@ -24,9 +24,7 @@ use crate::error::{RunsError, SandboxError};
 use crate::limits::Limits;
 use crate::sandbox::sessions::SessionState;
 use crate::sandbox::{Job, RunOutcome};
-use crate::storage::{Changed, FileStat};
-
-const PNG_SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
+use crate::storage::FileStat;
 
 /// `execute_code`: stores `args.code` as a new file and runs it.
 pub async fn execute_code(
@@ -217,8 +215,8 @@ fn answer(
     before: &HashMap<String, FileStat>,
 ) -> Result<CallToolResult, ErrorData> {
     let changed = crate::storage::changed_files(before, &state.storage.snapshot());
-    let images = images_of(state, &changed);
-    result.files = Some(file_list(state, &changed));
+    let images = figures::images_of(state, &changed);
+    result.files = Some(figures::file_list(state, &changed));
     result.images = Some(images.iter().map(|i| i.name.clone()).collect());
     let downscaled: Vec<String> = (images.iter().filter(|i| i.downscaled))
         .map(|i| i.name.clone())
@@ -348,73 +346,6 @@ fn session_failure(
             None => Some(format!("the call ended without a status; {alive}")),
         }
     }
-}
-
-/// The files a run created or changed, with their absolute paths.
-fn file_list(state: &State, changed: &[Changed]) -> Vec<FileInfo> {
-    changed
-        .iter()
-        .map(|c| FileInfo {
-            name: c.name.clone(),
-            path: state
-                .storage
-                .path_of(&c.name)
-                .to_string_lossy()
-                .into_owned(),
-            size: c.size,
-            created: c.created,
-            uri: Some(resources::uri_of(&c.name)),
-        })
-        .collect()
-}
-
-/// Pixels a figure may have to be decoded for downscaling (64 MB as RGBA; beyond, it is only
-/// linked).
-const MAX_IMAGE_PIXELS: u64 = 16_000_000;
-
-/// A figure to inline: its name, the base64 PNG, and whether it was downscaled to fit.
-struct Inlined {
-    name: String,
-    png: String,
-    downscaled: bool,
-}
-
-/// The PNG files among `changed` (at most MAX_IMAGES, each at most MAX_IMAGE_SIZE on disk),
-/// each fitted under MAX_INLINE_IMAGE encoded: as is, or downscaled (the file stays full size
-/// and linked). One that cannot be read or fitted is only linked.
-fn images_of(state: &State, changed: &[Changed]) -> Vec<Inlined> {
-    let config = &state.config;
-    let max_encoded = usize::try_from(config.max_inline_image).unwrap_or(usize::MAX);
-    changed
-        .iter()
-        .filter(|c| is_png_name(&c.name) && c.size <= config.max_image_bytes)
-        .filter_map(|c| {
-            let bytes = state
-                .storage
-                .read_bytes(&c.name, config.max_image_bytes)
-                .ok()?;
-            if !bytes.starts_with(PNG_SIGNATURE) {
-                return None;
-            }
-            match crate::images::fit_png(&bytes, max_encoded, MAX_IMAGE_PIXELS) {
-                Ok(fitted) => Some(Inlined {
-                    name: c.name.clone(),
-                    png: base64::engine::general_purpose::STANDARD.encode(fitted.png),
-                    downscaled: fitted.downscaled,
-                }),
-                Err(e) => {
-                    tracing::debug!(file = %c.name, "figure not inlined: {e}");
-                    None
-                }
-            }
-        })
-        .take(config.max_images)
-        .collect()
-}
-
-/// Whether `name` ends in `.png`, in any case.
-fn is_png_name(name: &str) -> bool {
-    name.to_ascii_lowercase().ends_with(".png")
 }
 
 #[cfg(test)]
@@ -657,13 +588,5 @@ mod tests {
             serde_json::to_value(&ended).unwrap()["session_state"],
             "ended"
         );
-    }
-
-    #[test]
-    fn png_names_in_any_case() {
-        assert!(is_png_name("plot.png"));
-        assert!(is_png_name("PLOT.PNG"));
-        assert!(!is_png_name("plot.png.txt"));
-        assert!(!is_png_name("png"));
     }
 }
