@@ -37,6 +37,8 @@ pub const DEFAULT_MAX_CONCURRENT_RUNS: usize = 4;
 pub const DEFAULT_POOL_SIZE: usize = 2;
 pub const DEFAULT_MAX_IMAGES: usize = 4;
 pub const DEFAULT_MAX_IMAGE_SIZE: &str = "2m";
+pub const DEFAULT_MAX_INLINE_IMAGE: &str = "256k";
+pub const DEFAULT_MAX_RESOURCE_READ: &str = "8m";
 pub const DEFAULT_PREIMPORT: &str = "numpy,pandas";
 pub const DEFAULT_INSTALL_TIMEOUT_SECS: u64 = 300;
 pub const DEFAULT_INSTALL_MEMORY_LIMIT: &str = "2g";
@@ -90,6 +92,10 @@ pub struct Config {
     /// Images a run returns at most, and their largest size in bytes.
     pub max_images: usize,
     pub max_image_bytes: u64,
+    /// Largest figure inlined (base64 bytes); larger ones are downscaled to fit.
+    pub max_inline_image: u64,
+    /// Largest file read at once (resources/read, read_file).
+    pub max_resource_read: u64,
     /// Modules pre-started containers import.
     pub preimport: Vec<String>,
     /// uid and gid that code runs as.
@@ -137,6 +143,8 @@ impl Config {
             preimport: module_list(&cli.preimport)?,
             max_images: cli.max_images,
             max_image_bytes: parse_size("MAX_IMAGE_SIZE", &cli.max_image_size, 1024)? as u64,
+            max_inline_image: parse_size("MAX_INLINE_IMAGE", &cli.max_inline_image, 1024)? as u64,
+            max_resource_read: parse_size("MAX_RESOURCE_READ", &cli.max_resource_read, 1)? as u64,
             run_as,
             sessions,
             service,

@@ -71,6 +71,47 @@ pub enum PackageError {
     Refused { entry: String, reason: String },
 }
 
+/// A PNG that cannot be inlined in a result (see [`crate::images::fit_png`]).
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error(
+        "not a PNG image: the data does not start with the PNG signature; only PNG figures are \
+         inlined (save the figure as .png)"
+    )]
+    NotPng,
+    #[error(
+        "the PNG declares {width}x{height} = {pixels} pixels, over the {max_pixels}-pixel limit; \
+         refused without decoding it (save a smaller figure)"
+    )]
+    TooManyPixels {
+        width: u32,
+        height: u32,
+        pixels: u64,
+        max_pixels: u64,
+    },
+    #[error("the PNG cannot be decoded: {source}")]
+    Invalid {
+        #[source]
+        source: image::ImageError,
+    },
+    #[error("the downscaled PNG cannot be encoded: {source}")]
+    Encode {
+        #[source]
+        source: image::ImageError,
+    },
+    #[error(
+        "the PNG does not fit under {max_encoded} bytes base64-encoded even at {width}x{height} \
+         ({encoded} bytes), the smallest size tried (short side 16 px, or the original if \
+         smaller); link the file instead"
+    )]
+    CannotFit {
+        width: u32,
+        height: u32,
+        encoded: usize,
+        max_encoded: usize,
+    },
+}
+
 /// Any error from a container engine's client library, kept whole as a `#[source]`.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 

@@ -7,7 +7,10 @@
 //!   `/metrics`, graceful shutdown; generic over the MCP handler.
 //! - [`server`]: the MCP tool handlers, the wire contract ([`server::contract`]), one error
 //!   mapping.
+//! - [`datafiles`]: data files of the storage folder: list, slices, atomic writes, media types.
 //! - [`storage`]: the storage directory; confined, no-follow file operations.
+//! - [`images`]: fitting a PNG under a size cap for inlining in a result: header checks against
+//!   decompression bombs, downscaling, re-encoding (pure).
 //! - [`packages`]: validation of requirements and package names, install plans (pure).
 //! - [`sandbox`]: running programs in containers — pool, environment volumes, runner,
 //!   lifecycle, container policy — through the [`sandbox::engine::ContainerEngine`] seam, which
@@ -21,9 +24,11 @@
 
 pub mod app;
 pub mod config;
+pub mod datafiles;
 pub mod environment;
 pub mod error;
 pub mod http;
+pub mod images;
 pub mod limits;
 pub mod metrics;
 pub mod packages;

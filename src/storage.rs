@@ -111,6 +111,11 @@ impl Storage {
         &self.root
     }
 
+    /// Who new files are handed to (when the server runs as root).
+    pub(crate) fn owner(&self) -> Option<(u32, u32)> {
+        self.owner
+    }
+
     /// Creates a new `.py` file named after `hint` (sanitized) plus a random suffix.
     pub fn create(&self, hint: Option<&str>, content: &str) -> Result<StoredFile, StorageError> {
         let stem = sanitize_stem(hint.unwrap_or(""));
@@ -270,7 +275,11 @@ impl Storage {
         Ok(size + content.len() as u64)
     }
 
-    fn open_regular(&self, name: &str, opts: &mut OpenOptions) -> Result<File, StorageError> {
+    pub(crate) fn open_regular(
+        &self,
+        name: &str,
+        opts: &mut OpenOptions,
+    ) -> Result<File, StorageError> {
         let file = opts
             .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
             .open(self.path_of(name))
@@ -311,7 +320,12 @@ impl Storage {
         Ok(())
     }
 
-    fn io_err(&self, what: &'static str, name: &str, source: std::io::Error) -> StorageError {
+    pub(crate) fn io_err(
+        &self,
+        what: &'static str,
+        name: &str,
+        source: std::io::Error,
+    ) -> StorageError {
         StorageError::Io {
             what,
             path: self.path_of(name),

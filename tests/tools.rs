@@ -70,6 +70,9 @@ async fn original_tool_and_argument_names() -> anyhow::Result<()> {
         ("list_sessions", vec![]),
         ("close_session", vec!["session_id"]),
         ("list_runs", vec![]),
+        ("list_files", vec!["cursor", "path", "pattern"]),
+        ("read_file", vec!["length", "offset", "path"]),
+        ("write_file", vec!["content", "encoding", "path"]),
     ];
     for (tool, args) in expect {
         let mut got = args_of(tool);

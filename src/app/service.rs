@@ -30,6 +30,7 @@ pub async fn serve_http(
         health: health_check(Arc::clone(&worlds)),
         gauges: gauge_source(Arc::clone(&worlds), engine),
         stop_calls: worlds.stopping().clone(),
+        files: file_access(&worlds),
     };
     let factory = {
         let worlds = Arc::clone(&worlds);
@@ -39,6 +40,21 @@ pub async fn serve_http(
     let max_code = config.limits.max_code_bytes;
     http::serve(&config.service, max_code, factory, hooks, shutdown).await?;
     Ok(())
+}
+
+/// `/files`: each principal's storage folder (its world, opened on first use), MAX_FILE_SIZE.
+fn file_access(worlds: &Arc<Worlds>) -> http::FileAccess {
+    let max_bytes = worlds.anchor().config.limits.max_file_bytes as u64;
+    let worlds = Arc::clone(worlds);
+    let storage_of: http::StorageOf = Arc::new(move |principal| {
+        (worlds.world(principal, false))
+            .map(|w| Arc::clone(&w.storage))
+            .map_err(|e| e.to_string())
+    });
+    http::FileAccess {
+        storage_of,
+        max_bytes,
+    }
 }
 
 /// Healthy when Docker answers and the image of the configured environment exists.

@@ -96,6 +96,15 @@ pub struct Cli {
     #[arg(long, env = "MAX_IMAGE_SIZE", default_value = DEFAULT_MAX_IMAGE_SIZE)]
     pub max_image_size: String,
 
+    /// Largest figure inlined in a result, base64-encoded; a larger PNG is downscaled until it
+    /// fits (the full-size file is kept and linked)
+    #[arg(long, env = "MAX_INLINE_IMAGE", default_value = super::DEFAULT_MAX_INLINE_IMAGE)]
+    pub max_inline_image: String,
+
+    /// Largest file resources/read and read_file return at once
+    #[arg(long, env = "MAX_RESOURCE_READ", default_value = super::DEFAULT_MAX_RESOURCE_READ)]
+    pub max_resource_read: String,
+
     /// Pre-started containers kept ready for the active environment (0 disables the pool)
     #[arg(long, env = "POOL_SIZE", default_value_t = DEFAULT_POOL_SIZE)]
     pub pool_size: usize,

@@ -11,9 +11,11 @@
 //! - `guard`: Origin (403) and bearer-token (401) middleware; the principal goes into the
 //!   request's extensions.
 //! - `sessions`: rmcp's session manager, counted, and cancelling a call whose client left.
+//! - `files`: `/files/{name}`, streaming downloads and uploads of a principal's files.
 //! - `reply`: the JSON error responses.
 //! - `tests`: the router in process (guards, limits, endpoints), no socket, no Docker.
 
+mod files;
 mod guard;
 mod listener;
 mod mcp;
@@ -34,6 +36,7 @@ use crate::config::ServiceSettings;
 use crate::error::HttpError;
 use crate::metrics::GaugeSource;
 
+pub use files::{FileAccess, StorageOf};
 pub use mcp::body_limit;
 
 /// Says whether the server can run code: `Err(reason)` when Docker does not answer or the
@@ -48,6 +51,8 @@ pub struct Hooks {
     /// Fired when the shutdown grace is over: the calls still running stop and answer that the
     /// server is shutting down, before their sessions end.
     pub stop_calls: tokio_util::sync::CancellationToken,
+    /// Where `/files` reads and writes.
+    pub files: files::FileAccess,
 }
 
 /// Serves HTTP on `settings.listen` until `shutdown` completes; then stops accepting, lets

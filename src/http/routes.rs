@@ -24,6 +24,7 @@ use tower::ServiceExt;
 use tower::util::BoxCloneSyncService;
 
 use super::Hooks;
+use super::files;
 use super::guard::{self, Access, METADATA_PATH};
 use super::listener::Drain;
 use super::mcp::{self, Endpoint};
@@ -42,6 +43,8 @@ pub struct App {
     pub access: Arc<Access>,
     pub mcp: Endpoint,
     hooks: Hooks,
+    /// What `/files` needs (a copy of `hooks.files`).
+    pub files: files::FileAccess,
     exporter: Exporter,
     /// Fired after the shutdown grace: rmcp ends every session and cancels their calls.
     cancel: CancellationToken,
@@ -79,6 +82,7 @@ impl App {
                 limit,
                 calls: TaskTracker::new(),
             },
+            files: hooks.files.clone(),
             hooks,
             exporter,
             cancel,
@@ -126,6 +130,12 @@ pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/mcp", any(mcp::handle))
         .route("/metrics", get(metrics))
+        .route(
+            "/files/{name}",
+            get(files::get)
+                .put(files::put)
+                .layer(axum::extract::DefaultBodyLimit::disable()),
+        )
         .route_layer(from_fn_with_state(Arc::clone(&access), guard::authenticate))
         .route("/healthz", get(health))
         .route(METADATA_PATH, get(metadata))

@@ -46,6 +46,10 @@ fn app_with(tokens: Tokens, max_clients: usize, health: HealthCheck) -> Router {
         health,
         gauges: Arc::new(|| Box::pin(async { Gauges::default() })),
         stop_calls: tokio_util::sync::CancellationToken::new(),
+        files: crate::http::FileAccess {
+            storage_of: Arc::new(|_| Err("no storage in these tests".to_string())),
+            max_bytes: 1000,
+        },
     };
     let s = settings(tokens, max_clients);
     let app = App::new(&s, s.listen, 1000, || Bare, hooks, install().unwrap());

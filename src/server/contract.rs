@@ -12,6 +12,7 @@
 //! A little over 400 lines: the arguments and results of the original tools stay together, so
 //! that the contract of those tools reads as one page.
 
+mod files;
 mod runs;
 mod sessions;
 
@@ -19,6 +20,10 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::environment::EnvType;
+pub use files::{
+    DataFileResult, Encoding, FileEntry, ListFilesArgs, ListFilesResult, ReadFileArgs,
+    WriteFileArgs,
+};
 pub use runs::{
     Background, CancelRunArgs, GetRunArgs, ListRunsResult, RunEntry, RunLookup, RunState,
 };
@@ -195,6 +200,10 @@ pub struct RunResult {
     /// PNG files returned as image content, in order (figures shown or saved).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub images: Option<Vec<String>>,
+    /// Those among `images` inlined downscaled to fit MAX_INLINE_IMAGE (the files on disk and
+    /// their links keep the full size).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub images_downscaled: Option<Vec<String>>,
     /// The session it ran in (with session_id).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub session_id: Option<String>,
@@ -216,6 +225,9 @@ pub struct FileInfo {
     pub size: u64,
     /// New (true) or changed (false).
     pub created: bool,
+    /// Its resource URI (resources/read; also a resource_link item in the result).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uri: Option<String>,
 }
 
 /// Result of `initialize_code_file`, `append_to_code_file` and `read_code_file`.

@@ -4,20 +4,30 @@
 //! `error` message (`reply`, the one mapping from typed errors); malformed arguments are JSON-RPC
 //! `invalid_params` errors (`params`). `progress` reports long calls.
 //!
-//! Rooms: `contract` (the wire types), `run` (execute_code, execute_code_file, one-shot or in a
-//! session), `sessions` (create, list and close sessions), `files` (the code-file tools),
-//! `packages` (install and check), `environment` (switch and report), `reply` (results and
-//! failures), `logging` (MCP log notifications).
+//! Rooms: `contract` (the wire types), `worlds` and `state` (one world per principal; stdio has
+//! one), `run` (execute_code, execute_code_file, one-shot or in a session) and `figures` (the
+//! files and figures a run shows), `background` and `runs` (long runs: the registry and
+//! get_run, cancel_run, list_runs), `tasks` (the MCP tasks extension over the same runs),
+//! `sessions` (create, list and close sessions), `files` (the code-file tools), `datafiles`
+//! and `resources` (data files as tools and as MCP resources), `packages` (install and check),
+//! `environment` (switch and report), `reply` (results and failures), `logging` (MCP log
+//! notifications).
+//!
+//! Over 400 lines: one thin `#[tool]` method per tool (21), each with the description clients
+//! are shown, and the `ServerHandler` methods; the work is in the rooms above.
 
 mod background;
 pub mod contract;
+mod datafiles;
 mod environment;
+mod figures;
 mod files;
 pub mod logging;
 mod packages;
 mod params;
 mod progress;
 mod reply;
+mod resources;
 mod run;
 mod runs;
 mod sessions;
@@ -39,9 +49,10 @@ use rmcp::{ErrorData, RoleServer, ServerHandler, tool, tool_handler, tool_router
 use contract::{
     AppendToCodeFileArgs, CancelRunArgs, CheckResult, CloseSessionArgs, CloseSessionResult,
     ConfigResult, ConfigureEnvironmentArgs, ConfigureResult, CreateSessionArgs,
-    CreateSessionResult, ExecuteCodeArgs, ExecuteCodeFileArgs, FilePathArgs, FileResult,
-    GetRunArgs, InitializeCodeFileArgs, InstallArgs, InstallResult, ListRunsResult,
-    ListSessionsResult, PackagesArgs, RunResult,
+    CreateSessionResult, DataFileResult, ExecuteCodeArgs, ExecuteCodeFileArgs, FilePathArgs,
+    FileResult, GetRunArgs, InitializeCodeFileArgs, InstallArgs, InstallResult, ListFilesArgs,
+    ListFilesResult, ListRunsResult, ListSessionsResult, PackagesArgs, ReadFileArgs, RunResult,
+    WriteFileArgs,
 };
 use params::Parameters;
 
@@ -297,6 +308,50 @@ impl CodeExecutor {
         runs::list(&*self.world(&ctx)?)
     }
 
+    /// List the files in the storage directory (code, files runs wrote, files written with
+    /// write_file), newest first, with size, modification time, path and resource URI; a page
+    /// at a time (pass next_cursor as cursor). pattern filters names ("*.csv").
+    #[tool(
+        annotations(title = "List stored files", read_only_hint = true, open_world_hint = false),
+        output_schema = schema_for_output::<ListFilesResult>()
+    )]
+    async fn list_files(
+        &self,
+        Parameters(args): Parameters<ListFilesArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, ErrorData> {
+        datafiles::list(&*self.world(&ctx)?, args)
+    }
+
+    /// Read a stored file, or a slice of it (offset, length): text when it is UTF-8, else
+    /// base64, with the file's size and whether the slice reaches its end.
+    #[tool(
+        annotations(title = "Read a stored file", read_only_hint = true, open_world_hint = false),
+        output_schema = schema_for_output::<DataFileResult>()
+    )]
+    async fn read_file(
+        &self,
+        Parameters(args): Parameters<ReadFileArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, ErrorData> {
+        datafiles::read(&*self.world(&ctx)?, args)
+    }
+
+    /// Write a data file into the storage directory (created or replaced, atomically) for the
+    /// next run to read: text, or bytes as base64 with encoding "base64". At most
+    /// MAX_FILE_SIZE.
+    #[tool(
+        annotations(title = "Write a data file", read_only_hint = false, destructive_hint = true, idempotent_hint = true, open_world_hint = false),
+        output_schema = schema_for_output::<DataFileResult>()
+    )]
+    async fn write_file(
+        &self,
+        Parameters(args): Parameters<WriteFileArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, ErrorData> {
+        datafiles::write(&*self.world(&ctx)?, args)
+    }
+
     /// Show the active environment, its image and interpreter, the storage directory and the
     /// limits in force (of runs and of sessions).
     #[tool(
@@ -330,6 +385,30 @@ impl ServerHandler for CodeExecutor {
             rmcp::model::CallToolResponse::Complete(result) if as_task => tasks::created(result),
             other => other,
         })
+    }
+
+    async fn list_resources(
+        &self,
+        request: Option<rmcp::model::PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::ListResourcesResult, ErrorData> {
+        resources::list(&*self.world(&context)?, request)
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _request: Option<rmcp::model::PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::ListResourceTemplatesResult, ErrorData> {
+        Ok(resources::templates())
+    }
+
+    async fn read_resource(
+        &self,
+        request: rmcp::model::ReadResourceRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::ReadResourceResponse, ErrorData> {
+        resources::read(&*self.world(&context)?, request).map(Into::into)
     }
 
     async fn get_task(
@@ -378,6 +457,7 @@ impl ServerHandler for CodeExecutor {
         ServerConfig::new(
             ServerCapabilities::builder()
                 .enable_tools()
+                .enable_resources()
                 .enable_logging()
                 .enable_tasks()
                 .build(),

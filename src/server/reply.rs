@@ -9,7 +9,8 @@ use serde::Serialize;
 
 use super::contract::{
     CheckResult, CloseSessionResult, ConfigResult, ConfigureResult, CreateSessionResult,
-    FileResult, InstallResult, ListRunsResult, ListSessionsResult, RunLookup, RunResult, Status,
+    DataFileResult, FileResult, InstallResult, ListFilesResult, ListRunsResult, ListSessionsResult,
+    RunLookup, RunResult, Status,
 };
 use crate::error::Error;
 
@@ -41,7 +42,9 @@ fallible!(
     ListSessionsResult,
     CloseSessionResult,
     ListRunsResult,
-    RunLookup
+    RunLookup,
+    ListFilesResult,
+    DataFileResult
 );
 
 /// A structured result; `isError` when `failed`.

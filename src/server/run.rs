@@ -8,24 +8,23 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use base64::Engine;
 use rmcp::model::{CallToolResult, ContentBlock};
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer};
 
 use super::State;
 use super::background::{self, RunContext};
-use super::contract::{self, ExecuteCodeArgs, ExecuteCodeFileArgs, FileInfo, RunResult, Status};
+use super::contract::{self, ExecuteCodeArgs, ExecuteCodeFileArgs, RunResult, Status};
+use super::figures;
 use super::reply::{Fallible, fail, respond};
+use super::resources;
 use super::runs;
 use crate::environment::EnvSpec;
 use crate::error::{RunsError, SandboxError};
 use crate::limits::Limits;
 use crate::sandbox::sessions::SessionState;
 use crate::sandbox::{Job, RunOutcome};
-use crate::storage::{Changed, FileStat};
-
-const PNG_SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
+use crate::storage::FileStat;
 
 /// `execute_code`: stores `args.code` as a new file and runs it.
 pub async fn execute_code(
@@ -216,14 +215,25 @@ fn answer(
     before: &HashMap<String, FileStat>,
 ) -> Result<CallToolResult, ErrorData> {
     let changed = crate::storage::changed_files(before, &state.storage.snapshot());
-    let images = images_of(state, &changed);
-    result.files = Some(file_list(state, &changed));
-    result.images = Some(images.iter().map(|(name, _)| name.clone()).collect());
+    let images = figures::images_of(state, &changed);
+    result.files = Some(figures::file_list(state, &changed));
+    result.images = Some(images.iter().map(|i| i.name.clone()).collect());
+    let downscaled: Vec<String> = (images.iter().filter(|i| i.downscaled))
+        .map(|i| i.name.clone())
+        .collect();
+    result.images_downscaled = (!downscaled.is_empty()).then_some(downscaled);
     let mut response = respond(&result, result.status == Status::Error)?;
     response.content.extend(
         images
             .into_iter()
-            .map(|(_, png)| ContentBlock::image(png, "image/png")),
+            .map(|i| ContentBlock::image(i.png, "image/png")),
+    );
+    // Every file the run made or changed, as a link: clients read it with resources/read
+    // instead of receiving its content here.
+    response.content.extend(
+        changed
+            .iter()
+            .map(|c| ContentBlock::resource_link(resources::link(&c.name, c.size))),
     );
     Ok(response)
 }
@@ -336,50 +346,6 @@ fn session_failure(
             None => Some(format!("the call ended without a status; {alive}")),
         }
     }
-}
-
-/// The files a run created or changed, with their absolute paths.
-fn file_list(state: &State, changed: &[Changed]) -> Vec<FileInfo> {
-    changed
-        .iter()
-        .map(|c| FileInfo {
-            name: c.name.clone(),
-            path: state
-                .storage
-                .path_of(&c.name)
-                .to_string_lossy()
-                .into_owned(),
-            size: c.size,
-            created: c.created,
-        })
-        .collect()
-}
-
-/// The PNG files among `changed`, base64-encoded, within the count and size caps.
-fn images_of(state: &State, changed: &[Changed]) -> Vec<(String, String)> {
-    let config = &state.config;
-    changed
-        .iter()
-        .filter(|c| is_png_name(&c.name) && c.size <= config.max_image_bytes)
-        .filter_map(|c| {
-            let bytes = state
-                .storage
-                .read_bytes(&c.name, config.max_image_bytes)
-                .ok()?;
-            bytes.starts_with(PNG_SIGNATURE).then(|| {
-                (
-                    c.name.clone(),
-                    base64::engine::general_purpose::STANDARD.encode(bytes),
-                )
-            })
-        })
-        .take(config.max_images)
-        .collect()
-}
-
-/// Whether `name` ends in `.png`, in any case.
-fn is_png_name(name: &str) -> bool {
-    name.to_ascii_lowercase().ends_with(".png")
 }
 
 #[cfg(test)]
@@ -622,13 +588,5 @@ mod tests {
             serde_json::to_value(&ended).unwrap()["session_state"],
             "ended"
         );
-    }
-
-    #[test]
-    fn png_names_in_any_case() {
-        assert!(is_png_name("plot.png"));
-        assert!(is_png_name("PLOT.PNG"));
-        assert!(!is_png_name("plot.png.txt"));
-        assert!(!is_png_name("png"));
     }
 }

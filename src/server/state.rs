@@ -19,7 +19,7 @@ use crate::storage::Storage;
 #[derive(Debug)]
 pub struct State {
     pub config: Config,
-    pub storage: Storage,
+    pub storage: Arc<Storage>,
     pub sandbox: Arc<Sandbox>,
     pub(super) envs: Mutex<Environments>,
     /// The server's [`super::Worlds::stopping`]: a run cancelled once it fired was stopped by
@@ -102,7 +102,7 @@ impl State {
             envs: Mutex::new(config.environments.clone()),
             runs: Runs::open(config.runs.clone(), stopping.clone(), sandbox.instance()),
             config,
-            storage,
+            storage: Arc::new(storage),
             sandbox,
             stopping: stopping.clone(),
         })
