@@ -255,8 +255,7 @@ async fn sweep(worlds: &Worlds) {
         Err(e) => tracing::debug!("could not check for leftover containers: {e}"),
     }
     for world in worlds.all() {
-        world.runs.sweep();
-        for record in world.runs.others_running() {
+        for record in world.runs.sweep() {
             if let Ok(false) = world.sandbox.instance_alive(&record.instance).await {
                 tracing::info!(run = %record.run_id, "a run of a server that is gone is lost");
                 world.runs.mark_lost(record);

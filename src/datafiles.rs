@@ -115,44 +115,25 @@ pub fn read_whole(storage: &Storage, name: &str, limit: u64) -> Result<Vec<u8>, 
 /// Writes `bytes` as file `name` (≤ `limit`), replacing it atomically: a temporary file is
 /// written, handed to the run user, then renamed over the name (a link there is replaced,
 /// never followed). A write that fails leaves no partial file.
-pub fn write(storage: &Storage, name: &str, bytes: &[u8], limit: u64) -> Result<(), StorageError> {
-    let name = &visible_name(storage, name)?;
+pub fn write(
+    storage: &std::sync::Arc<Storage>,
+    name: &str,
+    bytes: &[u8],
+    limit: u64,
+) -> Result<(), StorageError> {
+    let name = visible_name(storage, name)?;
     if bytes.len() as u64 > limit {
         return Err(StorageError::TooLarge {
-            name: name.to_string(),
+            name,
             size: bytes.len() as u64,
             limit,
             what: "a file (setting MAX_FILE_SIZE)",
         });
     }
-    check_replaceable(storage, name)?;
-    let tmp = format!(".{name}.{}.tmp", uuid::Uuid::new_v4().simple());
-    let written = write_temp(storage, &tmp, bytes).and_then(|()| {
-        std::fs::rename(storage.path_of(&tmp), storage.path_of(name))
-            .map_err(|e| storage.io_err("cannot write", name, e))
-    });
-    if written.is_err() {
-        let _ = std::fs::remove_file(storage.path_of(&tmp));
-    }
-    written
-}
-
-fn write_temp(storage: &Storage, tmp: &str, bytes: &[u8]) -> Result<(), StorageError> {
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o644)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(storage.path_of(tmp))
-        .map_err(|e| storage.io_err("cannot create", tmp, e))?;
+    let (upload, mut file) = Upload::begin(std::sync::Arc::clone(storage), &name)?;
     file.write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .map_err(|e| storage.io_err("cannot write", tmp, e))?;
-    if let Some((uid, gid)) = storage.owner() {
-        fchown(&file, Some(uid), Some(gid))
-            .map_err(|e| storage.io_err("cannot set the owner of", tmp, e))?;
-    }
-    Ok(())
+        .map_err(|e| storage.io_err("cannot write", &name, e))?;
+    upload.commit(&file).map(drop)
 }
 
 /// The media type of a file, by its extension (`application/octet-stream` when unknown).
@@ -267,7 +248,7 @@ impl Drop for Upload {
 }
 
 /// The name `given` resolves to, refusing hidden names (the server's own state).
-fn visible_name(storage: &Storage, given: &str) -> Result<String, StorageError> {
+pub fn visible_name(storage: &Storage, given: &str) -> Result<String, StorageError> {
     let name = storage.resolve(given)?;
     if name.starts_with('.') {
         return Err(StorageError::InvalidName {

@@ -219,24 +219,21 @@ impl Runs {
         all
     }
 
-    /// Forgets runs whose results are past RUN_RETENTION (memory and disk).
-    pub fn sweep(&self) {
+    /// Forgets runs whose results are past RUN_RETENTION (memory and disk), and returns the
+    /// records of runs another server started that still say `running` (see
+    /// [`Runs::mark_lost`] for those whose server is gone) — one read of the records folder.
+    pub fn sweep(&self) -> Vec<Record> {
         self.table()
             .retain(|_, h| h.finished().is_none_or(|r| !self.expired(&r)));
+        let mut others_running = Vec::new();
         for r in read_records(&self.settings.state_dir) {
             if self.expired(&r) {
                 let _ = std::fs::remove_file(record_path(&self.settings.state_dir, &r.run_id));
+            } else if r.state == RunState::Running && r.instance != self.instance {
+                others_running.push(r);
             }
         }
-    }
-
-    /// Records of runs another server started that still say `running` (see [`Runs::mark_lost`]
-    /// for those whose server is gone).
-    pub fn others_running(&self) -> Vec<Record> {
-        read_records(&self.settings.state_dir)
-            .into_iter()
-            .filter(|r| r.state == RunState::Running && r.instance != self.instance)
-            .collect()
+        others_running
     }
 
     /// Runs still going.

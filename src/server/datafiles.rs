@@ -76,13 +76,9 @@ pub fn read(state: &State, args: ReadFileArgs) -> Result<CallToolResult, ErrorDa
     };
     let limit = state.config.max_resource_read;
     let length = args.length.unwrap_or(limit).min(limit);
-    let slice = storage
-        .resolve(&args.path)
-        .and_then(visible)
-        .and_then(|name| {
-            datafiles::read_slice(storage, &name, args.offset.unwrap_or(0), length)
-                .map(|s| (name, s))
-        });
+    let slice = datafiles::visible_name(storage, &args.path).and_then(|name| {
+        datafiles::read_slice(storage, &name, args.offset.unwrap_or(0), length).map(|s| (name, s))
+    });
     let (name, slice) = match slice {
         Ok(found) => found,
         Err(e) => return fail(result, e),
@@ -132,8 +128,7 @@ pub fn write(state: &State, args: WriteFileArgs) -> Result<CallToolResult, Error
         },
     };
     let limit = state.config.limits.max_file_bytes as u64;
-    let written = storage
-        .resolve(&args.path)
+    let written = datafiles::visible_name(storage, &args.path)
         .and_then(|name| datafiles::write(storage, &name, &bytes, limit).map(|()| name));
     match written {
         Ok(name) => {
@@ -144,18 +139,6 @@ pub fn write(state: &State, args: WriteFileArgs) -> Result<CallToolResult, Error
             respond(&result, false)
         }
         Err(e) => fail(result, e),
-    }
-}
-
-/// Refuses hidden names (the server's own state) as the listing leaves them out.
-fn visible(name: String) -> Result<String, StorageError> {
-    if name.starts_with('.') {
-        Err(StorageError::InvalidName {
-            given: name,
-            reason: "hidden names (starting with '.') are the server's own".to_string(),
-        })
-    } else {
-        Ok(name)
     }
 }
 

@@ -107,14 +107,6 @@ fn name_of(state: &State, uri: &str) -> Result<String, ErrorData> {
     let name = percent_decode_str(encoded)
         .decode_utf8()
         .map_err(|_| bad(format!("{uri:?} does not decode to UTF-8")))?;
-    let name = state
-        .storage
-        .resolve(&name)
-        .map_err(|e| bad(e.to_string()))?;
-    if name.starts_with('.') {
-        return Err(bad(format!(
-            "{uri:?} names a hidden file; those are the server's own"
-        )));
-    }
+    let name = datafiles::visible_name(&state.storage, &name).map_err(|e| bad(e.to_string()))?;
     Ok(name)
 }
