@@ -20,8 +20,9 @@ use bollard::models::{
 use bollard::query_parameters::{
     AttachContainerOptionsBuilder, CreateContainerOptionsBuilder,
     DownloadFromContainerOptionsBuilder, KillContainerOptionsBuilder, ListContainersOptionsBuilder,
-    ListVolumesOptionsBuilder, RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder,
-    RenameContainerOptionsBuilder, UploadToContainerOptionsBuilder, WaitContainerOptionsBuilder,
+    ListVolumesOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    RemoveVolumeOptionsBuilder, RenameContainerOptionsBuilder, UploadToContainerOptionsBuilder,
+    WaitContainerOptionsBuilder,
 };
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
@@ -29,7 +30,7 @@ use tokio::sync::Mutex;
 
 use super::engine::{
     Attached, ContainerEngine, ContainerSpec, ContainerState, Created, ListedContainer,
-    ListedVolume, MountKind, OutputChunk,
+    ListedVolume, MountKind, OutputChunk, OutputStream,
 };
 use crate::error::EngineError;
 
@@ -88,6 +89,23 @@ impl DockerEngine {
             }
         }
     }
+}
+
+/// A container's multiplexed output as our chunks (other frames dropped).
+fn output_of(
+    id: &str,
+    frames: impl futures_util::Stream<Item = Result<LogOutput, BollardError>> + Send + 'static,
+) -> OutputStream {
+    let owned = id.to_string();
+    Box::pin(frames.filter_map(move |item| {
+        let chunk = match item {
+            Ok(LogOutput::StdOut { message }) => Some(Ok(OutputChunk::Stdout(message))),
+            Ok(LogOutput::StdErr { message }) => Some(Ok(OutputChunk::Stderr(message))),
+            Ok(_) => None,
+            Err(e) => Some(Err(map_err("read a container's output", Some(&owned), e))),
+        };
+        std::future::ready(chunk)
+    }))
 }
 
 /// `Ok(None)` for a 404 answer (the thing does not exist), else the result as it is.
@@ -155,20 +173,20 @@ impl ContainerEngine for DockerEngine {
                 c.attach_container(id, Some(options)).await
             })
             .await?;
-        let owned = id.to_string();
-        let output = attached.output.filter_map(move |item| {
-            let chunk = match item {
-                Ok(LogOutput::StdOut { message }) => Some(Ok(OutputChunk::Stdout(message))),
-                Ok(LogOutput::StdErr { message }) => Some(Ok(OutputChunk::Stderr(message))),
-                Ok(_) => None,
-                Err(e) => Some(Err(map_err("read a container's output", Some(&owned), e))),
-            };
-            std::future::ready(chunk)
-        });
         Ok(Attached {
-            output: Box::pin(output),
+            output: output_of(id, attached.output),
             input: attached.input,
         })
+    }
+
+    async fn logs(&self, id: &str) -> Result<OutputStream, EngineError> {
+        let options = LogsOptionsBuilder::new()
+            .follow(true)
+            .stdout(true)
+            .stderr(true)
+            .build();
+        let client = self.client().await?;
+        Ok(output_of(id, client.logs(id, Some(options))))
     }
 
     async fn start(&self, id: &str) -> Result<(), EngineError> {

@@ -150,6 +150,9 @@ pub trait ContainerEngine: Send + Sync + std::fmt::Debug {
     /// Attaches to stdin, stdout and stderr. Must happen before `start`, or early output is lost.
     async fn attach(&self, id: &str) -> Result<Attached, EngineError>;
     async fn start(&self, id: &str) -> Result<(), EngineError>;
+    /// Everything the container wrote since it started (kept by the engine), followed until
+    /// it stops: how a run is followed by a server that did not start it.
+    async fn logs(&self, id: &str) -> Result<OutputStream, EngineError>;
     /// Waits until the container is no longer running.
     async fn wait(&self, id: &str) -> Result<(), EngineError>;
     async fn inspect(&self, id: &str) -> Result<ContainerState, EngineError>;

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::engine::{
     Attached, ContainerEngine, ContainerSpec, ContainerState, Created, ListedContainer,
-    ListedVolume, MountKind, OutputChunk,
+    ListedVolume, MountKind, OutputChunk, OutputStream,
 };
 use super::labels::LABEL_PURPOSE;
 use super::lifecycle::{lock, unix_now};
@@ -197,6 +197,16 @@ impl ContainerEngine for FakeEngine {
         Ok(Attached {
             output: Box::pin(output),
             input: Box::pin(input),
+        })
+    }
+
+    async fn logs(&self, id: &str) -> Result<OutputStream, EngineError> {
+        let _st = self.enter(format!("logs {id}"))?;
+        Err(EngineError::Refused {
+            op: "read a container's logs",
+            container: Some(id.to_string()),
+            status: 501,
+            message: "the recording fake keeps no logs".to_string(),
         })
     }
 
