@@ -225,10 +225,12 @@ async fn prepare_in_background(worlds: Arc<Worlds>) {
     {
         tracing::warn!("could not start the sentinel container: {e}");
     }
+    // Worlds with sessions or runs left going are opened before the first sweep, which takes
+    // those runs over before it removes the leftovers of dead servers.
+    worlds.open_worlds_with_sessions();
     sweep(&worlds).await;
     if worlds.per_principal_mode() {
         // Each principal's pool fills on its first call.
-        worlds.open_worlds_with_sessions();
         return;
     }
     match anchor.sandbox.adopt_sessions().await {
@@ -247,20 +249,19 @@ async fn sweep_periodically(worlds: Arc<Worlds>) {
     }
 }
 
-/// One sweep: leftovers of dead servers, stopped sessions, idle sessions (in every world).
+/// One sweep: runs of dead servers (taken over, or recorded lost: before their containers
+/// could be swept), leftovers of dead servers, stopped sessions, idle sessions (in every
+/// world).
 async fn sweep(worlds: &Worlds) {
+    for world in worlds.all() {
+        crate::server::take_over_runs(&world).await;
+    }
     match worlds.anchor().sandbox.remove_leftovers().await {
         Ok(0) => {}
         Ok(n) => tracing::info!("removed {n} leftover container(s)"),
         Err(e) => tracing::debug!("could not check for leftover containers: {e}"),
     }
     for world in worlds.all() {
-        for record in world.runs.sweep() {
-            if let Ok(false) = world.sandbox.instance_alive(&record.instance).await {
-                tracing::info!(run = %record.run_id, "a run of a server that is gone is lost");
-                world.runs.mark_lost(record);
-            }
-        }
         match world.sandbox.reap_sessions().await {
             Ok(0) => {}
             Ok(n) => tracing::info!("ended {n} idle session(s)"),

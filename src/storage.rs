@@ -31,7 +31,7 @@ pub struct StoredFile {
 }
 
 /// Size and modification time of a file, to tell which files a run created or changed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FileStat {
     pub size: u64,
     pub modified: Option<SystemTime>,

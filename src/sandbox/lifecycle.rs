@@ -62,6 +62,9 @@ struct Inner {
     pending_removals: Mutex<Vec<String>>,
     /// The sentinel's attach: held for the server's whole life.
     sentinel: Mutex<Option<Attached>>,
+    /// Containers of dead servers this one has taken over (runs it follows to their end): not
+    /// leftovers.
+    spared: Mutex<HashSet<String>>,
 }
 
 /// Removes its container when dropped without [`ContainerGuard::disarm`] (a cancelled call).
@@ -112,6 +115,7 @@ impl Lifecycle {
                 background: AtomicUsize::new(0),
                 pending_removals: Mutex::new(Vec::new()),
                 sentinel: Mutex::new(None),
+                spared: Mutex::new(HashSet::new()),
             }),
         }
     }
@@ -244,9 +248,11 @@ impl Lifecycle {
             .filter_map(|c| c.labels.get(LABEL_INSTANCE).cloned())
             .chain([self.instance().to_string()])
             .collect();
+        let spared = lock(&self.inner.spared).clone();
         let mut removed = 0;
         for c in listed {
-            if c.labels.get(LABEL_INSTANCE).map(String::as_str) == Some(self.instance()) {
+            let own = c.labels.get(LABEL_INSTANCE).map(String::as_str) == Some(self.instance());
+            if own || spared.contains(&c.id) {
                 continue;
             }
             if labels::is_leftover(&c.labels, c.created, c.running, &live, now) {
@@ -255,6 +261,18 @@ impl Lifecycle {
             }
         }
         Ok(removed)
+    }
+
+    /// Takes over container `id` of a dead server: the leftover sweeps leave it alone until
+    /// [`Lifecycle::release`].
+    pub fn spare(&self, id: &str) {
+        lock(&self.inner.spared).insert(id.to_string());
+    }
+
+    /// Removes a container taken over with [`Lifecycle::spare`] (in the background).
+    pub fn release(&self, id: &str) {
+        self.remove_later(id.to_string());
+        lock(&self.inner.spared).remove(id);
     }
 
     /// Whether the server `instance` is alive: this one, or one whose sentinel runs.

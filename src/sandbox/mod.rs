@@ -247,6 +247,43 @@ impl Sandbox {
         self.life.remove_leftovers().await
     }
 
+    /// Takes over container `id`, where a run of a dead server goes on: spares it from the
+    /// leftover sweeps and checks that the engine still has it.
+    pub async fn claim(&self, id: &str) -> Result<(), SandboxError> {
+        self.life.spare(id);
+        let found = self.life.engine().inspect(id).await;
+        if found.is_err() {
+            self.life.release(id);
+        }
+        found.map(drop).map_err(SandboxError::from)
+    }
+
+    /// Follows a claimed container's run (its runner was given `marker`; it started `elapsed`
+    /// ago with `limits`) to its end, as if this server had started it, then removes the
+    /// container. It takes no slot: it was admitted by the server that started it.
+    pub async fn follow(
+        &self,
+        id: &str,
+        marker: &str,
+        limits: &Limits,
+        elapsed: std::time::Duration,
+        live: &output::Live,
+        cancel: &CancellationToken,
+    ) -> Result<RunOutcome, SandboxError> {
+        let now = std::time::Instant::now();
+        let started = now.checked_sub(elapsed).unwrap_or(now);
+        let watch = runner::Watch {
+            marker,
+            limit: limits.output_bytes,
+            live: Some(live),
+            deadline: tokio::time::Instant::now() + limits.timeout().saturating_sub(elapsed),
+            cancel,
+        };
+        let result = runner::follow(self.life.engine(), id, &watch, started).await;
+        self.life.release(id);
+        result
+    }
+
     /// Starts this server's sentinel in the image of `env` (see [`policy::sentinel_container`]).
     pub async fn start_sentinel(&self, env: &EnvSpec) -> Result<(), SandboxError> {
         let image = self.settings.images.for_type(env.env_type);

@@ -15,9 +15,28 @@ pub const LIVE_TAIL_BYTES: usize = 4096;
 pub struct Live {
     last_line: Mutex<String>,
     tails: Mutex<[String; 2]>,
+    /// The container the job runs in and its runner's end marker, once it has one: what a
+    /// server that did not start the job needs to follow it to its end.
+    container: Mutex<Option<(String, String)>>,
 }
 
 impl Live {
+    /// Notes the container the job runs in and the end marker its runner was given.
+    pub fn set_container(&self, id: &str, marker: &str) {
+        *self
+            .container
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some((id.to_string(), marker.to_string()));
+    }
+
+    /// The container the job runs in and its end marker, once known.
+    pub fn container(&self) -> Option<(String, String)> {
+        self.container
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
     /// The last complete non-empty line printed (on either stream), at most 200 characters.
     pub fn last_line(&self) -> String {
         self.last_line

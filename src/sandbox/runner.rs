@@ -11,7 +11,9 @@ use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
-use super::engine::{Attached, ContainerEngine, ContainerSpec, Created, OutputChunk};
+use super::engine::{
+    Attached, ContainerEngine, ContainerSpec, Created, InputSink, OutputChunk, OutputStream,
+};
 use super::labels::used_name;
 use super::lifecycle::{Lifecycle, image_missing};
 use super::output::{Live, MarkedStream};
@@ -224,15 +226,56 @@ pub async fn converse(
     let started = Instant::now();
     let deadline = tokio::time::Instant::now() + job.limits.timeout();
     let marker = format!("mce-exit-{}", uuid::Uuid::new_v4().simple());
-    let mut c = collect(
-        attached,
-        payload(job, &marker),
-        &marker,
-        job,
+    if let Some(live) = job.live {
+        live.set_container(id, &marker);
+    }
+    let Attached { output, input } = attached;
+    let feed = Some((input, payload(job, &marker)));
+    let watch = Watch {
+        marker: &marker,
+        limit: job.limits.output_bytes,
+        live: job.live,
         deadline,
         cancel,
-    )
-    .await;
+    };
+    let c = collect(output, feed, &watch).await;
+    settle(engine, id, c, &watch, started).await
+}
+
+/// Follows a run another server started in container `id` (its runner was given `marker`) to
+/// its end from the engine's record of its output, as [`converse`] would have: the same
+/// capture, deadline, cancellation and outcome. `started` is when the run started.
+pub async fn follow(
+    engine: &dyn ContainerEngine,
+    id: &str,
+    watch: &Watch<'_>,
+    started: Instant,
+) -> Result<RunOutcome, SandboxError> {
+    let output = engine.logs(id).await?;
+    let c = collect(output, None, watch).await;
+    settle(engine, id, c, watch, started).await
+}
+
+/// What a run is watched for: its runner's end marker, the output cap per stream, the watchers
+/// of its output, its deadline and its cancellation.
+pub struct Watch<'a> {
+    pub marker: &'a str,
+    pub limit: usize,
+    pub live: Option<&'a Live>,
+    pub deadline: tokio::time::Instant,
+    pub cancel: &'a CancellationToken,
+}
+
+/// The outcome of what was collected: from the runner's status when it ended by itself, else
+/// from the engine's state once the container stopped (killed at the deadline or on
+/// cancellation).
+async fn settle(
+    engine: &dyn ContainerEngine,
+    id: &str,
+    mut c: Collected,
+    watch: &Watch<'_>,
+    started: Instant,
+) -> Result<RunOutcome, SandboxError> {
     c.stdout.finish();
     c.stderr.finish();
     if let Some(status) = c.stderr.status().filter(|_| !c.timed_out && !c.cancelled) {
@@ -242,10 +285,12 @@ pub async fn converse(
     if c.timed_out || c.cancelled {
         kill_and_wait(engine, id).await?;
     } else {
-        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let remaining = watch
+            .deadline
+            .saturating_duration_since(tokio::time::Instant::now());
         let waited = tokio::select! {
             r = tokio::time::timeout(remaining, engine.wait(id)) => r.ok(),
-            _ = cancel.cancelled() => { c.cancelled = true; None }
+            _ = watch.cancel.cancelled() => { c.cancelled = true; None }
         };
         match waited {
             Some(r) => r?,
@@ -315,26 +360,23 @@ impl Collected {
     }
 }
 
-/// Writes `payload` to stdin (then closes it) while reading both streams, until both carry the
-/// end marker, the stream ends, the deadline passes or the call is cancelled. Both halves of
-/// the attach are dropped on return: they must be gone before kill/wait, or those can hang.
+/// Writes the payload of `feed` to its stdin (then closes it) while reading both streams, until
+/// both carry the end marker, the stream ends, the deadline passes or the call is cancelled.
+/// Both halves of an attach are dropped on return: they must be gone before kill/wait, or
+/// those can hang.
 async fn collect(
-    attached: Attached,
-    payload: Vec<u8>,
-    marker: &str,
-    job: &Job<'_>,
-    deadline: tokio::time::Instant,
-    cancel: &CancellationToken,
+    mut output: OutputStream,
+    feed: Option<(InputSink, Vec<u8>)>,
+    watch: &Watch<'_>,
 ) -> Collected {
-    let Attached { mut output, input } = attached;
-    let mut input = input;
     let feed = async move {
+        let (mut input, payload) = feed?;
         // A program that exits early closes its stdin; that is not an error of the run.
         let _ = input.write_all(&payload).await;
         let _ = input.shutdown().await;
-        input
+        Some(input)
     };
-    let limit = job.limits.output_bytes;
+    let (limit, marker) = (watch.limit, watch.marker);
     let mut c = Collected {
         stdout: MarkedStream::new(limit, marker),
         stderr: MarkedStream::new(limit, marker),
@@ -359,13 +401,13 @@ async fn collect(
                 };
                 stream.push(&bytes);
                 // The chunk carrying the end marker is not progress (the marker line would show).
-                if let Some(live) = job.live.filter(|_| stream.status().is_none()) {
+                if let Some(live) = watch.live.filter(|_| stream.status().is_none()) {
                     live.note(which, partial, &bytes);
                 }
                 if c.stdout.status().is_some() && c.stderr.status().is_some() { break; }
             }
-            _ = tokio::time::sleep_until(deadline) => { c.timed_out = true; break; }
-            _ = cancel.cancelled() => { c.cancelled = true; break; }
+            _ = tokio::time::sleep_until(watch.deadline) => { c.timed_out = true; break; }
+            _ = watch.cancel.cancelled() => { c.cancelled = true; break; }
         }
     }
     drop(output);

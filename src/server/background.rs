@@ -3,15 +3,17 @@
 //! The call waits up to `RESULT_WAIT`; a run still going then answers `running` and goes on to
 //! its own deadline, and `get_run` waits for it again. Each run has a record in
 //! `<storage>/.mce-runs/<run_id>.json` (written when it starts and when it ends, atomically),
-//! so finished results outlive the server for `RUN_RETENTION`. A record still saying
+//! so finished results outlive the server for `RUN_RETENTION`. A run that went to the
+//! background also gets `<run_id>.follow.json` ([`Resumable`]: its container, its runner's end
+//! marker, what its answer is built from) for as long as it runs: a record still saying
 //! `running` when a new server opens the world belonged to a server that stopped before the
-//! run ended: its container was removed with that server's others, so the run is `lost`, and
-//! `get_run` says so and why.
+//! run ended, and the new server adopts the run from that file ([`Runs::adopt`], see
+//! `adopt.rs`) or, where it cannot, records it `lost` with the reason.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use rmcp::model::CallToolResult;
@@ -25,6 +27,29 @@ use crate::error::RunsError;
 use crate::limits::Limits;
 use crate::sandbox::lifecycle::unix_now;
 use crate::sandbox::output::Live;
+use crate::storage::FileStat;
+
+/// What a run's answer is built from, besides its outcome (set by the run once it knows).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Plan {
+    /// The stored file's name and path.
+    pub name: String,
+    pub path: String,
+    /// The environment it runs in, as reported.
+    pub environment: String,
+    pub limits: Limits,
+    /// The storage folder before the run (to tell which files it made or changed).
+    pub before: HashMap<String, FileStat>,
+}
+
+/// What another server needs to follow a run to its end: its plan, its container and the end
+/// marker its runner was given.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Resumable {
+    pub container: String,
+    pub marker: String,
+    pub plan: Plan,
+}
 
 /// What is kept of a run on disk (and returned by `list_runs`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -54,7 +79,7 @@ pub struct Record {
 #[derive(Debug)]
 pub struct RunHandle {
     pub id: String,
-    pub tool: &'static str,
+    pub tool: String,
     pub file_path: Option<String>,
     pub started_unix: u64,
     started: Instant,
@@ -64,6 +89,10 @@ pub struct RunHandle {
     pub live: Arc<Live>,
     /// Whether a call already answered `running` for it (it counts as in the background).
     backgrounded: std::sync::atomic::AtomicBool,
+    /// What its answer is built from (runs that can be adopted).
+    plan: Arc<OnceLock<Plan>>,
+    /// Whether its [`Resumable`] is on disk.
+    kept: std::sync::atomic::AtomicBool,
     done: watch::Receiver<Option<Arc<Record>>>,
 }
 
@@ -77,10 +106,25 @@ impl RunHandle {
         self.done.borrow().clone()
     }
 
+    fn is_backgrounded(&self) -> bool {
+        self.backgrounded.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// Notes that a call answered `running` for this run.
     pub fn mark_backgrounded(&self) {
         self.backgrounded
             .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// What another server needs to follow it, once it is known.
+    fn resumable(&self) -> Option<Resumable> {
+        let plan = self.plan.get()?.clone();
+        let (container, marker) = self.live.container()?;
+        Some(Resumable {
+            container,
+            marker,
+            plan,
+        })
     }
 
     /// Waits up to `wait` for the end; `None` when it is still running then or `stop` fires.
@@ -100,6 +144,8 @@ pub struct RunContext {
     pub id: String,
     pub live: Arc<Live>,
     pub cancel: CancellationToken,
+    /// Where a run that another server could follow puts its [`Plan`].
+    pub plan: Arc<OnceLock<Plan>>,
 }
 
 /// The runs of one world.
@@ -148,24 +194,67 @@ impl Runs {
         let mut table = self.table();
         admit(&table, self.settings.max_background)?;
         let id = format!("run-{}", uuid::Uuid::new_v4().simple());
+        let handle = self.launch(id, tool.to_string(), file_path, unix_now(), false, work);
+        table.insert(handle.id.clone(), Arc::clone(&handle));
+        Ok(handle)
+    }
+
+    /// Takes over the run of `record`, which a server that is gone started: `work` follows it
+    /// to its end, and this server answers for it from now on. It is in the background at once
+    /// and counts against MAX_BACKGROUND_RUNS like the others, but is never refused (it runs
+    /// already). A run already taken over is answered as it is.
+    pub fn adopt<F, Fut>(&self, record: Record, work: F) -> Arc<RunHandle>
+    where
+        F: FnOnce(RunContext) -> Fut,
+        Fut: Future<Output = CallToolResult> + Send + 'static,
+    {
+        let mut table = self.table();
+        if let Some(h) = table.get(&record.run_id) {
+            return Arc::clone(h);
+        }
+        let (id, tool, path) = (record.run_id, record.tool, record.file_path);
+        let handle = self.launch(id, tool, path, record.started_unix, true, work);
+        table.insert(handle.id.clone(), Arc::clone(&handle));
+        handle
+    }
+
+    /// Records a run as running and spawns `work`, which records its result when it ends.
+    fn launch<F, Fut>(
+        &self,
+        id: String,
+        tool: String,
+        file_path: Option<String>,
+        started_unix: u64,
+        backgrounded: bool,
+        work: F,
+    ) -> Arc<RunHandle>
+    where
+        F: FnOnce(RunContext) -> Fut,
+        Fut: Future<Output = CallToolResult> + Send + 'static,
+    {
         let (tx, rx) = watch::channel(None);
+        let age = Duration::from_secs(unix_now().saturating_sub(started_unix));
+        let now = Instant::now();
         let handle = Arc::new(RunHandle {
             id: id.clone(),
             tool,
             file_path,
-            started_unix: unix_now(),
-            started: Instant::now(),
+            started_unix,
+            started: now.checked_sub(age).unwrap_or(now),
             cancel: self.stopping.child_token(),
             live: Arc::default(),
-            backgrounded: false.into(),
+            backgrounded: backgrounded.into(),
+            plan: Arc::default(),
+            kept: (backgrounded).into(),
             done: rx,
         });
         let running = record_of(&self.instance, &handle, RunState::Running, None);
         write_record(&self.settings.state_dir, &running);
         let fut = work(RunContext {
-            id: id.clone(),
+            id,
             live: Arc::clone(&handle.live),
             cancel: handle.cancel.clone(),
+            plan: Arc::clone(&handle.plan),
         });
         let (dir, h) = (self.settings.state_dir.clone(), Arc::clone(&handle));
         let instance = self.instance.clone();
@@ -174,10 +263,33 @@ impl Runs {
             let state = state_of(&result);
             let record = record_of(&instance, &h, state, Some(result));
             write_record(&dir, &record);
+            let _ = std::fs::remove_file(resumable_path(&dir, &h.id));
             let _ = tx.send(Some(Arc::new(record)));
         });
-        table.insert(id, Arc::clone(&handle));
-        Ok(handle)
+        handle
+    }
+
+    /// Keeps what another server needs to adopt `h` next to its record (once; a run that
+    /// cannot be adopted, or has ended, has nothing to keep).
+    pub fn keep_resumable(&self, h: &RunHandle) {
+        use std::sync::atomic::Ordering::SeqCst;
+        if h.kept.load(SeqCst) || h.finished().is_some() {
+            return;
+        }
+        if let Some(r) = h.resumable() {
+            let path = resumable_path(&self.settings.state_dir, &h.id);
+            if let Err(e) = write_json(&path, &r) {
+                tracing::warn!(run = %h.id, "cannot keep what adopting the run needs: {e}");
+            }
+            h.kept.store(true, SeqCst);
+        }
+    }
+
+    /// What a server that is gone kept for adopting run `id`, if anything.
+    pub fn resumable(&self, id: &str) -> Option<Resumable> {
+        let path = resumable_path(&self.settings.state_dir, id);
+        let bytes = std::fs::read(path).ok()?;
+        serde_json::from_slice(&bytes).ok()
     }
 
     /// Whether a run may start now (fewer than MAX_BACKGROUND_RUNS in the background): checked
@@ -225,10 +337,15 @@ impl Runs {
     pub fn sweep(&self) -> Vec<Record> {
         self.table()
             .retain(|_, h| h.finished().is_none_or(|r| !self.expired(&r)));
+        let background = self.running().into_iter().filter(|h| h.is_backgrounded());
+        for h in background {
+            self.keep_resumable(&h);
+        }
         let mut others_running = Vec::new();
         for r in read_records(&self.settings.state_dir) {
             if self.expired(&r) {
                 let _ = std::fs::remove_file(record_path(&self.settings.state_dir, &r.run_id));
+                let _ = std::fs::remove_file(resumable_path(&self.settings.state_dir, &r.run_id));
             } else if r.state == RunState::Running && r.instance != self.instance {
                 others_running.push(r);
             }
@@ -251,12 +368,14 @@ impl Runs {
             .is_some_and(|t| unix_now() > t + self.settings.retention_secs)
     }
 
-    /// A record left `running` by a server that is gone: the run is `lost` (recorded so).
-    pub fn mark_lost(&self, mut r: Record) -> Record {
+    /// A record left `running` by a server that is gone, whose run cannot be adopted: the run
+    /// is `lost` (recorded so, with `reason`).
+    pub fn mark_lost(&self, mut r: Record, reason: String) -> Record {
         r.state = RunState::Lost;
         r.finished_unix = Some(unix_now());
-        r.lost_reason = Some(LOST_REASON.to_string());
+        r.lost_reason = Some(reason);
         write_record(&self.settings.state_dir, &r);
+        let _ = std::fs::remove_file(resumable_path(&self.settings.state_dir, &r.run_id));
         r
     }
 }
@@ -266,7 +385,7 @@ fn admit(table: &HashMap<String, Arc<RunHandle>>, max: usize) -> Result<(), Runs
     let background = table
         .values()
         .filter(|h| h.finished().is_none())
-        .filter(|h| h.backgrounded.load(std::sync::atomic::Ordering::SeqCst))
+        .filter(|h| h.is_backgrounded())
         .count();
     if background >= max {
         Err(RunsError::TooMany(background))
@@ -274,10 +393,6 @@ fn admit(table: &HashMap<String, Arc<RunHandle>>, max: usize) -> Result<(), Runs
         Ok(())
     }
 }
-
-const LOST_REASON: &str = "the server that ran it stopped (it was restarted or killed) before \
-the run finished, and its container was removed with that server's others; no result can be \
-had: start the run again";
 
 /// A run found by id.
 #[derive(Debug)]
@@ -338,19 +453,28 @@ fn record_path(dir: &Path, id: &str) -> PathBuf {
     dir.join(format!("{id}.json"))
 }
 
-/// Writes a record atomically (a temporary file renamed over the old one). A record that
-/// cannot be written costs only its life after a restart: logged, not fatal.
+/// Where a run's [`Resumable`] is kept (not a record: its stem is no run id).
+fn resumable_path(dir: &Path, id: &str) -> PathBuf {
+    dir.join(format!("{id}.follow.json"))
+}
+
+/// Writes a record atomically. A record that cannot be written costs only its life after a
+/// restart: logged, not fatal.
 fn write_record(dir: &Path, record: &Record) {
-    let write = || -> std::io::Result<()> {
-        std::fs::create_dir_all(dir)?;
-        let json = serde_json::to_vec(record).map_err(std::io::Error::other)?;
-        let tmp = dir.join(format!(".{}.tmp", record.run_id));
-        std::fs::write(&tmp, json)?;
-        std::fs::rename(&tmp, record_path(dir, &record.run_id))
-    };
-    if let Err(e) = write() {
+    if let Err(e) = write_json(&record_path(dir, &record.run_id), record) {
         tracing::warn!(run = %record.run_id, "cannot write the run's record: {e}");
     }
+}
+
+/// Writes `value` as JSON to `path` atomically (a temporary file renamed over the old one).
+fn write_json(path: &Path, value: &impl Serialize) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let json = serde_json::to_vec(value).map_err(std::io::Error::other)?;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+    let tmp = dir.join(format!(".{}.tmp", name.unwrap_or_default()));
+    std::fs::write(&tmp, json)?;
+    std::fs::rename(&tmp, path)
 }
 
 fn read_record(dir: &Path, id: &str) -> Option<Record> {
@@ -466,16 +590,104 @@ mod tests {
             panic!("not stored");
         };
         assert_eq!((r.state, r.instance.as_str()), (RunState::Running, "inst"));
-        let lost = second.mark_lost(*r);
-        assert!(
-            lost.lost_reason
-                .unwrap()
-                .contains("server that ran it stopped")
-        );
+        let lost = second.mark_lost(*r, "its server stopped".into());
+        assert_eq!(lost.lost_reason.as_deref(), Some("its server stopped"));
         let Found::Stored(r) = second.find(&hung.id).unwrap() else {
             panic!("not stored");
         };
         assert_eq!(r.state, RunState::Lost, "recorded");
+    }
+
+    fn plan() -> Plan {
+        Plan {
+            name: "a.py".into(),
+            path: "/s/a.py".into(),
+            environment: "venv:default".into(),
+            limits: limits(),
+            before: HashMap::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_run_in_the_background_keeps_what_adopting_it_needs_until_it_ends() {
+        let tmp = tempfile::tempdir().unwrap();
+        let runs = Runs::open(
+            settings(tmp.path(), 8, 60),
+            CancellationToken::new(),
+            "inst",
+        );
+        let gate = Arc::new(tokio::sync::Notify::new());
+        let wait = Arc::clone(&gate);
+        let h = runs
+            .start("execute_code", None, move |rc| async move {
+                let _ = rc.plan.set(plan());
+                rc.live.set_container("c0ffee", "mce-exit-1");
+                wait.notified().await;
+                result(json!({}))
+            })
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        runs.sweep();
+        assert!(runs.resumable(&h.id).is_none(), "not in the background yet");
+        h.mark_backgrounded();
+        runs.sweep();
+        let kept = runs.resumable(&h.id).expect("kept once in the background");
+        assert_eq!(
+            (kept.container.as_str(), kept.marker.as_str()),
+            ("c0ffee", "mce-exit-1")
+        );
+        assert_eq!(kept.plan.path, "/s/a.py");
+        assert_eq!(runs.list().len(), 1, "the kept file is no record");
+        gate.notify_one();
+        h.wait(Duration::from_secs(5), &CancellationToken::new())
+            .await
+            .unwrap();
+        assert!(runs.resumable(&h.id).is_none(), "removed when the run ends");
+    }
+
+    #[tokio::test]
+    async fn an_adopted_run_keeps_its_id_and_start_and_is_answered_here() {
+        let tmp = tempfile::tempdir().unwrap();
+        let first = Runs::open(settings(tmp.path(), 8, 60), CancellationToken::new(), "old");
+        let hung = first
+            .start("execute_code", Some("/s/a.py".into()), |_| {
+                std::future::pending()
+            })
+            .unwrap();
+        let second = Runs::open(settings(tmp.path(), 1, 60), CancellationToken::new(), "new");
+        let left = second.sweep();
+        assert_eq!(left.len(), 1);
+        let record = left.into_iter().next().unwrap();
+        let gate = Arc::new(tokio::sync::Notify::new());
+        let wait = Arc::clone(&gate);
+        let h = second.adopt(record.clone(), move |rc| async move {
+            wait.notified().await;
+            result(json!({ "run_id": rc.id }))
+        });
+        assert_eq!(
+            (h.id.as_str(), h.started_unix),
+            (hung.id.as_str(), hung.started_unix)
+        );
+        let again = second.adopt(record, |_| async { result(json!({ "twice": true })) });
+        assert!(Arc::ptr_eq(&h, &again), "taken over once");
+        assert!(matches!(second.find(&h.id), Ok(Found::Here(_))));
+        let on_disk = read_record(&second.settings.state_dir, &h.id).unwrap();
+        assert_eq!(on_disk.instance, "new", "this server answers for it now");
+        assert!(
+            matches!(second.admit(), Err(RunsError::TooMany(1))),
+            "an adopted run is in the background"
+        );
+        gate.notify_one();
+        let never = CancellationToken::new();
+        let done = h.wait(Duration::from_secs(5), &never).await.unwrap();
+        let run_id = done
+            .result
+            .as_ref()
+            .unwrap()
+            .structured_content
+            .as_ref()
+            .unwrap();
+        assert_eq!(run_id["run_id"], json!(h.id));
     }
 
     #[tokio::test]
@@ -537,9 +749,8 @@ mod tests {
         assert!(read_records(&runs.settings.state_dir).is_empty());
     }
 
-    #[test]
-    fn a_call_may_ask_for_one_second_up_to_max_timeout() {
-        let base = Limits {
+    fn limits() -> Limits {
+        Limits {
             timeout_secs: 30,
             memory_bytes: 1 << 29,
             cpus: 1.0,
@@ -548,7 +759,12 @@ mod tests {
             tmpfs_bytes: 1 << 26,
             max_code_bytes: 1 << 20,
             max_file_bytes: 1 << 28,
-        };
+        }
+    }
+
+    #[test]
+    fn a_call_may_ask_for_one_second_up_to_max_timeout() {
+        let base = limits();
         assert_eq!(call_limits(&base, None, 60).unwrap().timeout_secs, 30);
         assert_eq!(call_limits(&base, Some(60), 60).unwrap().timeout_secs, 60);
         assert_eq!(call_limits(&base, Some(1), 60).unwrap().timeout_secs, 1);

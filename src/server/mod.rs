@@ -17,6 +17,7 @@
 //! the server's info). This file is the tool side: one thin `#[tool]` method per tool, each
 //! with the description clients are shown.
 
+mod adopt;
 mod background;
 pub mod contract;
 mod datafiles;
@@ -37,6 +38,7 @@ mod state;
 mod tasks;
 mod worlds;
 
+pub use adopt::take_over_runs;
 pub use state::State;
 pub use worlds::Worlds;
 
@@ -269,7 +271,7 @@ impl CodeExecutor {
         Parameters(args): Parameters<GetRunArgs>,
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
-        runs::get(&*self.world(&ctx)?, args, &ctx).await
+        runs::get(&self.world(&ctx)?, args, &ctx).await
     }
 
     /// Stop a run (its container is killed) and return its result, which says cancelled.
@@ -285,7 +287,7 @@ impl CodeExecutor {
         Parameters(args): Parameters<CancelRunArgs>,
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
-        runs::cancel(&*self.world(&ctx)?, args).await
+        runs::cancel(&self.world(&ctx)?, args).await
     }
 
     /// List the runs kept: those still running and those that finished within RUN_RETENTION,

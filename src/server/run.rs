@@ -13,7 +13,7 @@ use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer};
 
 use super::State;
-use super::background::{self, RunContext};
+use super::background::{self, Plan, RunContext};
 use super::contract::{self, ExecuteCodeArgs, ExecuteCodeFileArgs, RunResult, Status};
 use super::figures;
 use super::reply::{Fallible, fail, respond};
@@ -116,7 +116,7 @@ async fn run_stored(
         .runs
         .start(tool, Some(path.clone()), move |rc| async move {
             let answer = run_to_end(&world, name, &code, run, rc).await;
-            answer.unwrap_or_else(|e| CallToolResult::error(vec![ContentBlock::text(e.message)]))
+            answer.unwrap_or_else(|e| error_result(e.message))
         });
     match started {
         Ok(handle) => runs::answer_first(&state, &handle, ctx).await,
@@ -155,6 +155,16 @@ async fn run_to_end(
     };
     result.environment = Some(env.to_string());
     let before = state.storage.snapshot();
+    if run.session.is_none() {
+        // A run in a fresh container can be followed to its end by another server.
+        let _ = rc.plan.set(Plan {
+            name: name.clone(),
+            path: path.clone(),
+            environment: env.to_string(),
+            limits: limits.clone(),
+            before: before.clone(),
+        });
+    }
     let job = Job {
         live: Some(&rc.live),
         ..Job::run(&env, &path, code, limits)
@@ -173,11 +183,7 @@ async fn run_to_end(
         Err(e) => return fail_run(result, e),
     };
     let failure = match session {
-        _ if outcome.cancelled && state.is_stopping() => Some(
-            "the run was stopped because the server is shutting down; output printed before \
-             that is kept"
-                .to_string(),
-        ),
+        _ if outcome.cancelled && state.is_stopping() => Some(STOPPED.to_string()),
         None => run_failure(&outcome, limits),
         Some((id, after, reason)) => {
             result.session_state = Some(after.into());
@@ -190,6 +196,43 @@ async fn run_to_end(
     record_outcome(&mut result, outcome, failure);
     answer(state, result, &before)
 }
+
+/// The answer of a run this server adopted from one that is gone (`outcome`: how following it
+/// to its end went), built as the starting server would have built it from `plan`.
+pub(super) fn adopted_answer(
+    state: &State,
+    run_id: String,
+    plan: Plan,
+    outcome: Result<RunOutcome, SandboxError>,
+) -> CallToolResult {
+    let mut result = RunResult {
+        file_path: Some(plan.path),
+        generated_filename: Some(plan.name),
+        timeout_secs: Some(plan.limits.timeout_secs),
+        environment: Some(plan.environment),
+        ..Default::default()
+    };
+    result.background.run_id = Some(run_id);
+    let outcome = match outcome {
+        Ok(outcome) => outcome,
+        Err(e) => return fail_run(result, e).unwrap_or_else(|e| error_result(e.message)),
+    };
+    let failure = if outcome.cancelled && state.is_stopping() {
+        Some(STOPPED.to_string())
+    } else {
+        run_failure(&outcome, &plan.limits)
+    };
+    crate::metrics::run_finished(outcome_label(&outcome), outcome.duration.as_secs_f64());
+    record_outcome(&mut result, outcome, failure);
+    answer(state, result, &plan.before).unwrap_or_else(|e| error_result(e.message))
+}
+
+fn error_result(message: impl Into<String>) -> CallToolResult {
+    CallToolResult::error(vec![ContentBlock::text(message.into())])
+}
+
+const STOPPED: &str = "the run was stopped because the server is shutting down; output printed \
+before that is kept";
 
 /// The environment a run uses: the active one, or the session's.
 async fn environment_of(state: &State, session: Option<&str>) -> Result<EnvSpec, SandboxError> {

@@ -14,6 +14,7 @@ use rmcp::{ErrorData, RoleServer};
 use serde_json::json;
 
 use super::State;
+use super::adopt::{self, Adoption};
 use super::background::{Found, Record, RunHandle};
 use super::contract::{
     CancelRunArgs, GetRunArgs, ListRunsResult, RunEntry, RunLookup, RunState, Status,
@@ -54,13 +55,16 @@ pub async fn answer_first(
 
 /// `get_run`: waits up to `min(wait_secs, RESULT_WAIT)`, then the result or `running`.
 pub async fn get(
-    state: &State,
+    state: &Arc<State>,
     args: GetRunArgs,
     ctx: &RequestContext<RoleServer>,
 ) -> Result<CallToolResult, ErrorData> {
     let handle = match state.runs.find(&args.run_id) {
         Ok(Found::Here(h)) => h,
-        Ok(Found::Stored(record)) => return stored_answer(state, *record).await,
+        Ok(Found::Stored(record)) => match take_over(state, *record).await {
+            Ok(h) => h,
+            Err(answer) => return answer,
+        },
         Err(e) => return fail(lookup(&args.run_id), e),
     };
     let max = state.runs.settings().result_wait_secs;
@@ -76,10 +80,13 @@ pub async fn get(
 
 /// `cancel_run`: stops the run and answers its result (which says `cancelled`); a run that has
 /// already ended answers its result as it is.
-pub async fn cancel(state: &State, args: CancelRunArgs) -> Result<CallToolResult, ErrorData> {
+pub async fn cancel(state: &Arc<State>, args: CancelRunArgs) -> Result<CallToolResult, ErrorData> {
     let handle = match state.runs.find(&args.run_id) {
         Ok(Found::Here(h)) => h,
-        Ok(Found::Stored(record)) => return stored_answer(state, *record).await,
+        Ok(Found::Stored(record)) => match take_over(state, *record).await {
+            Ok(h) => h,
+            Err(answer) => return answer,
+        },
         Err(e) => return fail(lookup(&args.run_id), e),
     };
     handle.cancel.cancel();
@@ -131,6 +138,7 @@ fn file_name(path: &str) -> &str {
 /// The answer for a run that is still going.
 fn running(state: &State, handle: &RunHandle) -> Result<CallToolResult, ErrorData> {
     handle.mark_backgrounded();
+    state.runs.keep_resumable(handle);
     let elapsed = handle.elapsed_secs();
     let (stdout_tail, stderr_tail) = handle.live.tails();
     let wait = state.runs.settings().result_wait_secs;
@@ -154,30 +162,41 @@ fn poll_after(elapsed_secs: f64, result_wait: u64) -> u64 {
     ((elapsed_secs / 5.0) as u64).clamp(1, result_wait.clamp(1, 30))
 }
 
-/// The answer for a run another server started: its result when it ended; while that server
-/// lives (two servers may share a storage folder), that it runs there; once that server is
-/// gone, `lost` (and recorded so).
-async fn stored_answer(state: &State, record: Record) -> Result<CallToolResult, ErrorData> {
+/// A run another server started: its handle once this server has taken it over (its server is
+/// gone), else the answer: its result when it ended; while that server lives (two servers may
+/// share a storage folder), that it runs there; `lost` when it cannot be taken over.
+async fn take_over(
+    state: &Arc<State>,
+    record: Record,
+) -> Result<Arc<RunHandle>, Result<CallToolResult, ErrorData>> {
     if record.state != RunState::Running {
-        return final_answer(&record);
+        return Err(final_answer(&record));
     }
-    let alive = state.sandbox.instance_alive(&record.instance).await;
-    match alive {
-        Ok(false) => final_answer(&state.runs.mark_lost(record)),
-        Ok(true) => {
-            let body = RunLookup {
-                status: Status::Error,
-                error: Some(format!(
-                    "run {} is running on another server that shares this storage folder \
-                     (instance {}); only that server can wait for it or stop it",
-                    record.run_id, record.instance
-                )),
-                run_id: Some(record.run_id),
-                state: Some(RunState::Running),
-            };
-            respond(&body, true)
-        }
-        Err(e) => fail(lookup(&record.run_id), e),
+    let id = record.run_id.clone();
+    let refused = |error: String| {
+        let body = RunLookup {
+            status: Status::Error,
+            error: Some(error),
+            run_id: Some(id.clone()),
+            state: Some(RunState::Running),
+        };
+        Err(respond(&body, true))
+    };
+    match state.sandbox.instance_alive(&record.instance).await {
+        Ok(false) => match adopt::adopt(state, record).await {
+            Adoption::Adopted(h) => Ok(h),
+            Adoption::Lost(r) => Err(final_answer(&r)),
+            Adoption::Later => refused(format!(
+                "run {id} was started by a server that is gone; this server takes it over as \
+                 soon as the container engine answers again: try again shortly"
+            )),
+        },
+        Ok(true) => refused(format!(
+            "run {id} is running on another server that shares this storage folder (instance \
+             {}); only that server can wait for it or stop it",
+            record.instance
+        )),
+        Err(e) => Err(fail(lookup(&id), e)),
     }
 }
 

@@ -14,7 +14,7 @@ use rmcp::service::RequestContext;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::State;
-use crate::config::{Config, SESSIONS_STATE_DIR};
+use crate::config::{Config, RUNS_STATE_DIR, SESSIONS_STATE_DIR};
 use crate::error::Error;
 use crate::principal::Principal;
 use crate::sandbox::engine::ContainerEngine;
@@ -157,9 +157,9 @@ impl Worlds {
         self.principals.is_some()
     }
 
-    /// Opens the world of every principal whose folder holds session records, so that their
-    /// live sessions are adopted (and reaped when idle) although the principal has not called
-    /// yet. Over stdio, nothing to do.
+    /// Opens the world of every principal whose folder holds session records or runs another
+    /// server left going, so that their live sessions and runs are adopted (and sessions reaped
+    /// when idle) although the principal has not called yet. Over stdio, nothing to do.
     pub fn open_worlds_with_sessions(&self) {
         if self.principals.is_none() {
             return;
@@ -173,7 +173,9 @@ impl Worlds {
             let Ok(principal) = Principal::new("CODE_STORAGE_DIR", name) else {
                 continue;
             };
-            if entry.path().join(SESSIONS_STATE_DIR).is_dir()
+            let path = entry.path();
+            let runs_left = has_resumable_runs(&path.join(RUNS_STATE_DIR));
+            if (path.join(SESSIONS_STATE_DIR).is_dir() || runs_left)
                 && let Err(e) = self.world(&principal, false)
             {
                 tracing::warn!("could not open the world of {principal}: {e}");
@@ -185,6 +187,15 @@ impl Worlds {
     pub fn pool_filling(&self) -> usize {
         self.all().iter().map(|w| w.sandbox.pool_filling()).sum()
     }
+}
+
+/// Whether a runs folder holds what following a run needs (runs left going by a server).
+fn has_resumable_runs(dir: &std::path::Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|entries| {
+        entries
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().ends_with(".follow.json"))
+    })
 }
 
 #[cfg(test)]
