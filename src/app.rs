@@ -193,19 +193,33 @@ async fn remove_containers(worlds: &Arc<Worlds>) {
 /// How long runs stopped at shutdown get to record their results.
 const RUNS_STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Stops the runs still going (in the background, or calls past the shutdown grace) and gives
-/// them [`RUNS_STOP_WAIT`] to record their results, so get_run after a restart says what
-/// happened.
+/// Stops the runs still going that another server could not take over (calls still waiting,
+/// runs in sessions, installs) and gives them [`RUNS_STOP_WAIT`] to record their results, so
+/// get_run after a restart says what happened. Runs in the background go on: their containers
+/// stay, and the next server on the same storage folder takes them over.
 async fn stop_runs(worlds: &Worlds) {
     worlds.stopping().cancel();
-    let running: Vec<_> = worlds.all().iter().flat_map(|w| w.runs.running()).collect();
-    if running.is_empty() {
+    let mut stopped = Vec::new();
+    for world in worlds.all() {
+        let (stop, left) = world.runs.stop_or_leave();
+        for container in &left {
+            worlds.lifecycle().spare(container);
+        }
+        if !left.is_empty() {
+            tracing::info!(
+                "leaving {} run(s) going for the next server on this storage folder",
+                left.len()
+            );
+        }
+        stopped.extend(stop);
+    }
+    if stopped.is_empty() {
         return;
     }
-    tracing::info!("stopping {} run(s) still going", running.len());
+    tracing::info!("stopping {} run(s) still going", stopped.len());
     let never = tokio_util::sync::CancellationToken::new();
     let all =
-        futures_util::future::join_all(running.iter().map(|h| h.wait(RUNS_STOP_WAIT, &never)));
+        futures_util::future::join_all(stopped.iter().map(|h| h.wait(RUNS_STOP_WAIT, &never)));
     all.await;
 }
 

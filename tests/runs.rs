@@ -2,8 +2,10 @@
 //! `RESULT_WAIT`: a run that outlasts it answers `running` at once and is polled to its end with
 //! `get_run`; its output tail grows between polls; `cancel_run` stops it and removes its
 //! container; a run over its own deadline ends `timed_out` with its partial output; a server
-//! killed mid-run leaves a `lost` run (with why) to the next one and a finished run still
-//! readable, and its containers are swept; results expire after `RUN_RETENTION`; a slow install
+//! killed mid-run hands its runs to the next one on the same folder (polled to their end, with
+//! their whole output; a run whose container went away meanwhile is `lost`, with why), and a
+//! finished run stays readable; a clean restart (a stdio client restarting) leaves runs in the
+//! background going for the next server; results expire after `RUN_RETENTION`; a slow install
 //! goes to the background and is importable afterwards; bad timeouts and run ids are refused;
 //! `MAX_BACKGROUND_RUNS` refuses (and starts nothing) beyond its count; `list_runs` follows the
 //! states; progress notifications flow while `get_run` waits.
@@ -447,21 +449,44 @@ async fn a_run_past_its_own_deadline_ends_timed_out_with_partial_output() -> any
     Ok(())
 }
 
+/// What a server keeps for handing run `id` to the next one: the run's container, once kept.
+fn kept_container(storage: &Path, id: &str) -> Option<String> {
+    let path = storage.join(".mce-runs").join(format!("{id}.follow.json"));
+    let kept: Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+    kept["container"].as_str().map(str::to_string)
+}
+
 #[tokio::test]
-async fn a_server_killed_mid_run_leaves_lost_runs_and_finished_results() -> anyhow::Result<()> {
+async fn a_server_killed_mid_run_hands_its_runs_to_the_next_one() -> anyhow::Result<()> {
     let old = Server::start_with(opts()).await?;
     let storage = old.storage.clone();
     let mut guard = Guard::default();
     guard.watch(&storage);
-    bounded(120, async {
-        // One run that finished before the kill, two still going at the kill (one is polled
-        // after the restart, the other only listed).
-        let (done, is_error) = old.run("print('finished before')").await?;
-        assert!(!is_error, "{done}");
+    bounded(150, async {
+        // One run that finished before the kill; two still going at the kill: one goes on and
+        // is polled to its end by the next server, the other's container is removed by hand
+        // while no server runs (it is lost, and says why).
+        let (mut done, is_error) = old.run("print('finished before')").await?;
         let done_id = str_field(&done, "run_id").to_string();
+        if done["status"] == "running" {
+            // A busy machine: a cold start took longer than RESULT_WAIT.
+            done = poll_to_end(&old, &done_id, 30).await?.0;
+        }
+        assert!(!is_error && done["status"] == "success", "{done}");
+        let long = "import time, sys\nprint('going', flush=True)\n\
+                    print('warn', file=sys.stderr, flush=True)\ntime.sleep(8)\n\
+                    open('adopted.txt', 'w').write('made after the kill')\nprint('done')\n\
+                    sys.exit(3)";
+        let (_, adopted) = start_running(&old, json!({ "code": long, "timeout": 120 })).await?;
         let code = "import time\nprint('going', flush=True)\ntime.sleep(60)";
-        let (_, polled) = start_running(&old, json!({ "code": code, "timeout": 120 })).await?;
-        let (_, listed_only) = start_running(&old, json!({ "code": code, "timeout": 120 })).await?;
+        let (_, removed) = start_running(&old, json!({ "code": code, "timeout": 120 })).await?;
+        assert!(
+            eventually(10, || kept_container(&storage, &adopted).is_some()
+                && kept_container(&storage, &removed).is_some())
+            .await,
+            "the runs in the background were not kept for the next server"
+        );
+        let gone = kept_container(&storage, &removed).context("kept")?;
         let busy = old.busy_containers();
         assert_eq!(busy.len(), 2, "{busy:?}");
         let instance = instance_of(&busy[0]);
@@ -471,68 +496,91 @@ async fn a_server_killed_mid_run_leaves_lost_runs_and_finished_results() -> anyh
         );
         guard.instances.push(instance.clone());
 
+        let killed_at = Instant::now();
         // SAFETY: SIGKILL to the server process this test spawned.
         assert_eq!(unsafe { libc::kill(old.pid as i32, libc::SIGKILL) }, 0);
         common::wait_gone(old.pid).await;
-        // The dead server's sentinel stops once its stdin is gone: from then on the server is
-        // seen as gone.
         assert!(
             eventually(15, || running_sentinels(&instance).is_empty()).await,
             "the killed server's sentinel still runs: {:?}",
             running_sentinels(&instance)
         );
+        let rm = std::process::Command::new("docker")
+            .args(["rm", "-f", &gone])
+            .output()?;
+        assert!(rm.status.success(), "docker rm: {rm:?}");
 
         let new =
             Server::start_with(opts().env("CODE_STORAGE_DIR", storage.to_str().unwrap())).await?;
         guard.watch(&new.storage);
         let result = async {
-            // get_run answers at once: lost, and why.
+            // The run that went on is polled to its end: its whole output (also what it printed
+            // before the kill), its exit code, the file it wrote after the kill.
+            let (r, is_error) = poll_to_end(&new, &adopted, 60).await?;
+            assert!(
+                killed_at.elapsed() >= Duration::from_secs(5),
+                "ended too early to have slept through the kill: {r}"
+            );
+            assert!(is_error, "exit code 3 is a failed run: {r}");
+            assert_eq!(r["status"], "error", "{r}");
+            assert_eq!(r["run_id"], adopted.as_str(), "{r}");
+            assert_eq!(r["exit_code"], 3, "{r}");
+            assert_eq!(r["stdout"], "going\ndone\n", "{r}");
+            assert_eq!(r["stderr"], "warn\n", "{r}");
+            assert_eq!(r["timed_out"], false, "{r}");
+            assert!(str_field(&r, "error").contains("exited with code 3"), "{r}");
+            let files = r["files"].to_string();
+            assert!(
+                files.contains("adopted.txt"),
+                "the file made after the kill: {r}"
+            );
+            assert_eq!(
+                std::fs::read_to_string(storage.join("adopted.txt"))?,
+                "made after the kill"
+            );
+            // Asked again, the same result; cancel_run of an ended run answers it as it is.
+            let (again, _) = new.call("get_run", json!({ "run_id": adopted })).await?;
+            assert_eq!(again, r, "the result changed between polls");
+
+            // The run whose container went away is lost, and says why, at once.
             let asked = Instant::now();
-            let (r, is_error) = new.call("get_run", json!({ "run_id": polled })).await?;
+            let (r, is_error) = new.call("get_run", json!({ "run_id": removed })).await?;
             assert!(
                 asked.elapsed() < Duration::from_secs(3),
-                "get_run of a lost run took {:?}",
+                "{:?}",
                 asked.elapsed()
             );
             assert!(is_error, "a lost run is an error: {r}");
-            assert_eq!(r["status"], "lost", "{r}");
-            assert_eq!(r["state"], "lost", "{r}");
-            assert_eq!(r["run_id"], polled.as_str(), "{r}");
+            assert_eq!(
+                (&r["status"], &r["state"]),
+                (&json!("lost"), &json!("lost")),
+                "{r}"
+            );
+            assert_eq!(r["run_id"], removed.as_str(), "{r}");
             let why = str_field(&r, "error");
-            assert!(why.contains("lost") && why.contains("stopped"), "{r}");
-            // cancel_run of it says the same.
-            let (c, c_error) = new.call("cancel_run", json!({ "run_id": polled })).await?;
+            assert!(why.contains("lost") && why.contains("is gone"), "{r}");
+            let (c, c_error) = new.call("cancel_run", json!({ "run_id": removed })).await?;
             assert_eq!((&c, c_error), (&r, true));
 
             // The finished run's result is still there, unchanged.
             let (r, is_error) = new.call("get_run", json!({ "run_id": done_id })).await?;
             assert!(!is_error, "{r}");
             assert_eq!(r, done, "the finished result changed across the restart");
-
-            let entry = listed(&new, &polled)
-                .await?
-                .context("the lost run is not listed")?;
-            assert_eq!(entry["state"], "lost", "{entry}");
-            let entry = listed(&new, &done_id)
-                .await?
-                .context("the finished run is not listed")?;
-            assert_eq!(entry["state"], "finished", "{entry}");
-            // The new server's sweep removes the dead server's containers (the runs' among them).
+            let states = [
+                (&adopted, "finished"),
+                (&removed, "lost"),
+                (&done_id, "finished"),
+            ];
+            for (id, state) in states {
+                let entry = listed(&new, id).await?.context("not listed")?;
+                assert_eq!(entry["state"], state, "{entry}");
+            }
+            // Nothing of the killed server is left: the adopted run's container went when it
+            // ended, the rest with the sweep.
             assert!(
-                eventually(20, || instance_containers(&instance).is_empty()
-                    && containers_mounting(&storage).is_empty())
-                .await,
-                "containers of the killed server left: {:?} {:?}",
-                instance_containers(&instance),
-                containers_mounting(&storage)
-            );
-            // The run nobody polled is lost too: list_runs must not call it running.
-            let entry = listed(&new, &listed_only)
-                .await?
-                .context("the other lost run is not listed")?;
-            assert_eq!(
-                entry["state"], "lost",
-                "list_runs of a run whose server was killed (never polled since): {entry}"
+                eventually(20, || instance_containers(&instance).is_empty()).await,
+                "containers of the killed server left: {:?}",
+                instance_containers(&instance)
             );
             anyhow::Ok(())
         }
@@ -549,6 +597,66 @@ async fn a_server_killed_mid_run_leaves_lost_runs_and_finished_results() -> anyh
     .await?;
     drop(old);
     Ok(())
+}
+
+#[tokio::test]
+async fn a_run_in_the_background_goes_on_across_a_clean_restart() -> anyhow::Result<()> {
+    // A stdio client that restarts closes the server's stdin: the server shuts down cleanly,
+    // leaves its runs in the background going, and the next server takes them over.
+    let old = Server::start_with(opts()).await?;
+    let storage = old.storage.clone();
+    let mut guard = Guard::default();
+    guard.watch(&storage);
+    bounded(120, async {
+        let code = "import time\nfor i in range(6):\n    print(i, flush=True)\n    time.sleep(1)";
+        let (_, id) = start_running(&old, json!({ "code": code, "timeout": 60 })).await?;
+        assert!(
+            eventually(10, || kept_container(&storage, &id).is_some()).await,
+            "the run in the background was not kept for the next server"
+        );
+        let container = kept_container(&storage, &id).context("kept")?;
+        let stopped = old.stop().await?;
+        let exists = std::process::Command::new("docker")
+            .args(["inspect", "--format", "{{.Id}}", &container])
+            .output()?;
+        assert!(
+            exists.status.success(),
+            "the clean shutdown removed the run's container"
+        );
+
+        let new =
+            Server::start_with(opts().env("CODE_STORAGE_DIR", storage.to_str().unwrap())).await?;
+        guard.watch(&new.storage);
+        let result = async {
+            let (r, is_error) = poll_to_end(&new, &id, 60).await?;
+            assert!(!is_error, "{r}");
+            assert_eq!(r["status"], "success", "{r}");
+            assert_eq!(r["stdout"], "0\n1\n2\n3\n4\n5\n", "{r}");
+            assert_eq!(r["exit_code"], 0, "{r}");
+            assert_eq!(r["run_id"], id.as_str(), "{r}");
+            assert!(
+                eventually(20, || {
+                    let out = std::process::Command::new("docker")
+                        .args(["inspect", &container])
+                        .output();
+                    out.is_ok_and(|o| !o.status.success())
+                })
+                .await,
+                "the run's container was not removed after its end"
+            );
+            anyhow::Ok(())
+        }
+        .await;
+        if result.is_err() {
+            eprintln!("new server's log:\n{}", new.log());
+        }
+        let stopped_new = new.stop().await;
+        result?;
+        stopped_new?;
+        drop(stopped);
+        Ok(())
+    })
+    .await
 }
 
 #[tokio::test]
@@ -769,9 +877,12 @@ async fn runs_beyond_max_background_runs_are_refused_and_nothing_starts() -> any
         assert_eq!(runs[0]["run_id"], id.as_str(), "{r}");
         let records = std::fs::read_dir(s.storage.join(".mce-runs"))?
             .flatten()
-            .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+            .filter(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                name.ends_with(".json") && !name.ends_with(".follow.json")
+            })
             .count();
-        assert_eq!(records, 1);
+        assert_eq!(records, 1, "one record (and what adopting it needs)");
         let files = stored_files(&s.storage);
         assert_eq!(
             files.len(),

@@ -81,7 +81,8 @@ impl ContainerGuard {
 
 impl Drop for ContainerGuard {
     fn drop(&mut self) {
-        if let Some(id) = self.id.take() {
+        // A spared container is left to the server that follows (see `spare`).
+        if let Some(id) = self.id.take().filter(|id| !self.life.is_spared(id)) {
             self.life.remove_later(id);
         }
     }
@@ -213,7 +214,8 @@ impl Lifecycle {
     }
 
     /// Removes every container of this instance but its running sessions (they belong to the
-    /// storage folder and outlive the server) on shutdown, after [`Lifecycle::close`]: sweeps
+    /// storage folder and outlive the server) and the spared ones (runs left to the next
+    /// server) on shutdown, after [`Lifecycle::close`]: sweeps
     /// until nothing is being made (`busy` says whether the pool is still making containers)
     /// and no background work is under way, for at most [`SHUTDOWN_SWEEP`].
     pub async fn remove_own(&self, busy: impl Fn() -> bool) -> Result<usize, SandboxError> {
@@ -222,6 +224,7 @@ impl Lifecycle {
         loop {
             let mut listed = self.engine.list(LABEL_INSTANCE, self.instance()).await?;
             listed.retain(|c| !(c.running && labels::is_session(&c.labels)));
+            listed.retain(|c| !self.is_spared(&c.id));
             for c in &listed {
                 self.engine.remove(&c.id).await?;
             }
@@ -263,10 +266,16 @@ impl Lifecycle {
         Ok(removed)
     }
 
-    /// Takes over container `id` of a dead server: the leftover sweeps leave it alone until
-    /// [`Lifecycle::release`].
+    /// Spares container `id` from this server's removals until [`Lifecycle::release`]: a
+    /// dead server's container whose run this one follows (the leftover sweeps leave it
+    /// alone), or one of this server's own whose run it leaves to the next server at shutdown
+    /// (the shutdown sweep and the guards leave it alone).
     pub fn spare(&self, id: &str) {
         lock(&self.inner.spared).insert(id.to_string());
+    }
+
+    pub fn is_spared(&self, id: &str) -> bool {
+        lock(&self.inner.spared).contains(id)
     }
 
     /// Removes a container taken over with [`Lifecycle::spare`] (in the background).

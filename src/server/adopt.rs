@@ -18,7 +18,7 @@ pub enum Adoption {
     /// This server follows it now.
     Adopted(Arc<RunHandle>),
     /// It cannot be followed: its record, now `lost` with the reason.
-    Lost(Record),
+    Lost(Box<Record>),
     /// The engine cannot be reached now: its record stays as it was (try again later).
     Later,
 }
@@ -30,14 +30,14 @@ pub async fn adopt(state: &Arc<State>, record: Record) -> Adoption {
     }
     let Some(resumable) = state.runs.resumable(&record.run_id) else {
         let reason = not_resumable(&record);
-        return Adoption::Lost(state.runs.mark_lost(record, reason));
+        return Adoption::Lost(Box::new(state.runs.mark_lost(record, reason)));
     };
     match state.sandbox.claim(&resumable.container).await {
         Ok(()) => {}
         Err(e) if e.is_unavailable() => return Adoption::Later,
         Err(e) => {
             let reason = container_gone(&resumable.container, &e.to_string());
-            return Adoption::Lost(state.runs.mark_lost(record, reason));
+            return Adoption::Lost(Box::new(state.runs.mark_lost(record, reason)));
         }
     }
     let elapsed = Duration::from_secs(unix_now().saturating_sub(record.started_unix));
@@ -48,6 +48,8 @@ pub async fn adopt(state: &Arc<State>, record: Record) -> Adoption {
             marker,
             plan,
         } = resumable;
+        // Kept for the server after this one, should this one stop before the run ends.
+        rc.live.set_container(&container, &marker);
         let sandbox = &world.sandbox;
         let limits = &plan.limits;
         let outcome =

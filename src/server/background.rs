@@ -153,8 +153,6 @@ pub struct RunContext {
 pub struct Runs {
     settings: RunSettings,
     table: Mutex<HashMap<String, Arc<RunHandle>>>,
-    /// The server's stopping token: runs stop when it fires.
-    stopping: CancellationToken,
     /// This server's instance id (in each record).
     instance: String,
 }
@@ -162,11 +160,10 @@ pub struct Runs {
 impl Runs {
     /// The runs of a world whose records live in `settings.state_dir`, started by server
     /// `instance`.
-    pub fn open(settings: RunSettings, stopping: CancellationToken, instance: &str) -> Self {
+    pub fn open(settings: RunSettings, instance: &str) -> Self {
         Runs {
             settings,
             table: Mutex::new(HashMap::new()),
-            stopping,
             instance: instance.to_string(),
         }
     }
@@ -241,7 +238,7 @@ impl Runs {
             file_path,
             started_unix,
             started: now.checked_sub(age).unwrap_or(now),
-            cancel: self.stopping.child_token(),
+            cancel: CancellationToken::new(),
             live: Arc::default(),
             backgrounded: backgrounded.into(),
             plan: Arc::default(),
@@ -351,6 +348,24 @@ impl Runs {
             }
         }
         others_running
+    }
+
+    /// On shutdown: stops the runs still going that the next server could not take over, and
+    /// leaves the others going (their containers are returned: they must not be removed). The
+    /// stopped runs are returned too, to wait for their results.
+    pub fn stop_or_leave(&self) -> (Vec<Arc<RunHandle>>, Vec<String>) {
+        let (mut stopped, mut left) = (Vec::new(), Vec::new());
+        for h in self.running() {
+            let kept = h.kept.load(std::sync::atomic::Ordering::SeqCst);
+            match h.live.container().filter(|_| kept) {
+                Some((container, _)) => left.push(container),
+                None => {
+                    h.cancel.cancel();
+                    stopped.push(h);
+                }
+            }
+        }
+        (stopped, left)
     }
 
     /// Runs still going.
@@ -532,11 +547,7 @@ mod tests {
     #[tokio::test]
     async fn a_run_is_recorded_when_it_starts_and_when_it_ends() {
         let tmp = tempfile::tempdir().unwrap();
-        let runs = Runs::open(
-            settings(tmp.path(), 8, 60),
-            CancellationToken::new(),
-            "inst",
-        );
+        let runs = Runs::open(settings(tmp.path(), 8, 60), "inst");
         let gate = Arc::new(tokio::sync::Notify::new());
         let wait = Arc::clone(&gate);
         let h = runs
@@ -566,11 +577,7 @@ mod tests {
     #[tokio::test]
     async fn a_new_server_finds_finished_results_and_can_call_unfinished_runs_lost() {
         let tmp = tempfile::tempdir().unwrap();
-        let first = Runs::open(
-            settings(tmp.path(), 8, 60),
-            CancellationToken::new(),
-            "inst",
-        );
+        let first = Runs::open(settings(tmp.path(), 8, 60), "inst");
         let done = first
             .start("execute_code", None, |_| async {
                 result(json!({ "timed_out": true }))
@@ -581,7 +588,7 @@ mod tests {
         let hung = first
             .start("execute_code", None, |_| std::future::pending())
             .unwrap();
-        let second = Runs::open(settings(tmp.path(), 8, 60), CancellationToken::new(), "new");
+        let second = Runs::open(settings(tmp.path(), 8, 60), "new");
         match second.find(&done.id).unwrap() {
             Found::Stored(r) => assert_eq!(r.state, RunState::TimedOut),
             other => panic!("{other:?}"),
@@ -611,11 +618,7 @@ mod tests {
     #[tokio::test]
     async fn a_run_in_the_background_keeps_what_adopting_it_needs_until_it_ends() {
         let tmp = tempfile::tempdir().unwrap();
-        let runs = Runs::open(
-            settings(tmp.path(), 8, 60),
-            CancellationToken::new(),
-            "inst",
-        );
+        let runs = Runs::open(settings(tmp.path(), 8, 60), "inst");
         let gate = Arc::new(tokio::sync::Notify::new());
         let wait = Arc::clone(&gate);
         let h = runs
@@ -646,15 +649,46 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn at_shutdown_runs_the_next_server_can_take_over_go_on_and_the_others_stop() {
+        let tmp = tempfile::tempdir().unwrap();
+        let runs = Runs::open(settings(tmp.path(), 8, 60), "inst");
+        let kept = runs
+            .start("execute_code", None, |rc| async move {
+                let _ = rc.plan.set(plan());
+                rc.live.set_container("c0ffee", "mce-exit-1");
+                std::future::pending().await
+            })
+            .unwrap();
+        let waiting = runs
+            .start("execute_code", None, |rc| async move {
+                rc.live.set_container("decaf", "mce-exit-2");
+                rc.cancel.cancelled().await;
+                result(json!({ "cancelled": true }))
+            })
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        kept.mark_backgrounded();
+        runs.sweep();
+        let (stopped, left) = runs.stop_or_leave();
+        assert_eq!(left, vec!["c0ffee".to_string()]);
+        assert_eq!(stopped.len(), 1);
+        assert_eq!(stopped[0].id, waiting.id);
+        assert!(!kept.cancel.is_cancelled());
+        let never = CancellationToken::new();
+        let done = waiting.wait(Duration::from_secs(5), &never).await.unwrap();
+        assert_eq!(done.state, RunState::Cancelled);
+    }
+
+    #[tokio::test]
     async fn an_adopted_run_keeps_its_id_and_start_and_is_answered_here() {
         let tmp = tempfile::tempdir().unwrap();
-        let first = Runs::open(settings(tmp.path(), 8, 60), CancellationToken::new(), "old");
+        let first = Runs::open(settings(tmp.path(), 8, 60), "old");
         let hung = first
             .start("execute_code", Some("/s/a.py".into()), |_| {
                 std::future::pending()
             })
             .unwrap();
-        let second = Runs::open(settings(tmp.path(), 1, 60), CancellationToken::new(), "new");
+        let second = Runs::open(settings(tmp.path(), 1, 60), "new");
         let left = second.sweep();
         assert_eq!(left.len(), 1);
         let record = left.into_iter().next().unwrap();
@@ -693,11 +727,7 @@ mod tests {
     #[tokio::test]
     async fn ids_are_checked_before_any_file_is_touched() {
         let tmp = tempfile::tempdir().unwrap();
-        let runs = Runs::open(
-            settings(tmp.path(), 8, 60),
-            CancellationToken::new(),
-            "inst",
-        );
+        let runs = Runs::open(settings(tmp.path(), 8, 60), "inst");
         for bad in [
             "../etc/passwd",
             "run-",
@@ -713,11 +743,7 @@ mod tests {
     #[tokio::test]
     async fn only_runs_in_the_background_count_against_the_limit() {
         let tmp = tempfile::tempdir().unwrap();
-        let runs = Runs::open(
-            settings(tmp.path(), 1, 60),
-            CancellationToken::new(),
-            "inst",
-        );
+        let runs = Runs::open(settings(tmp.path(), 1, 60), "inst");
         let a = runs
             .start("execute_code", None, |_| std::future::pending())
             .unwrap();
@@ -735,7 +761,7 @@ mod tests {
     #[tokio::test]
     async fn results_expire_after_the_retention() {
         let tmp = tempfile::tempdir().unwrap();
-        let runs = Runs::open(settings(tmp.path(), 8, 0), CancellationToken::new(), "inst");
+        let runs = Runs::open(settings(tmp.path(), 8, 0), "inst");
         let h = runs
             .start("execute_code", None, |_| async { result(json!({})) })
             .unwrap();

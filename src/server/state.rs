@@ -100,7 +100,7 @@ impl State {
         );
         Ok(State {
             envs: Mutex::new(config.environments.clone()),
-            runs: Runs::open(config.runs.clone(), stopping.clone(), sandbox.instance()),
+            runs: Runs::open(config.runs.clone(), sandbox.instance()),
             config,
             storage: Arc::new(storage),
             sandbox,

@@ -248,20 +248,31 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn worlds_with_session_records_are_opened_on_start() {
+    async fn worlds_with_session_records_or_runs_left_going_are_opened_on_start() {
         let tmp = tempfile::tempdir().unwrap();
         let base = config(tmp.path());
         std::fs::create_dir_all(base.storage_dir.join("ci").join(SESSIONS_STATE_DIR)).unwrap();
         std::fs::create_dir_all(base.storage_dir.join("idle")).unwrap();
         std::fs::create_dir_all(base.storage_dir.join(".hidden").join(SESSIONS_STATE_DIR)).unwrap();
+        let runs = base.storage_dir.join("batch").join(RUNS_STATE_DIR);
+        std::fs::create_dir_all(&runs).unwrap();
+        std::fs::write(runs.join("run-1.follow.json"), "{}").unwrap();
+        let done = base.storage_dir.join("done").join(RUNS_STATE_DIR);
+        std::fs::create_dir_all(&done).unwrap();
+        std::fs::write(done.join("run-1.json"), "{}").unwrap();
         let worlds = Worlds::per_principal(base, FakeEngine::new()).unwrap();
         worlds.open_worlds_with_sessions();
-        let roots: Vec<_> = worlds
+        let mut roots: Vec<_> = worlds
             .all()
             .iter()
             .map(|w| w.storage.root().to_path_buf())
             .collect();
-        assert_eq!(roots.len(), 2, "{roots:?}");
-        assert!(roots[1].ends_with("ci"), "{roots:?}");
+        roots.sort();
+        assert_eq!(roots.len(), 3, "the anchor, ci and batch: {roots:?}");
+        assert!(roots.iter().any(|r| r.ends_with("ci")), "{roots:?}");
+        assert!(
+            roots.iter().any(|r| r.ends_with("batch")),
+            "runs left going: {roots:?}"
+        );
     }
 }
