@@ -22,7 +22,7 @@ use crate::limits::{Images, InstallSource, Limits};
 use crate::sandbox::sessions::SessionSettings;
 use values::{
     ca_bundle, cpu_limit, image_ref, index_url, invalid, max_sessions, module_list, network_name,
-    pids_limit, pool_size, positive, session_lifetime,
+    pids_limit, pool_size, positive, session_lifetime, storage_mode,
 };
 
 pub const DEFAULT_TIMEOUT_SECS: u64 = 30;
@@ -63,6 +63,24 @@ pub const DEFAULT_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 /// The uid:gid runs use when the server itself runs as root (runs are never root).
 pub const FALLBACK_RUN_USER: (u32, u32) = (65534, 65534);
 
+/// How runs see the storage folder (STORAGE_MODE).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StorageMode {
+    /// Bind-mounted from the daemon's host (the server's own host, or HOST_STORAGE_DIR).
+    Bind,
+    /// Copied in and out of each run as tar streams (a daemon on another host).
+    Copy,
+}
+
+impl StorageMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StorageMode::Bind => "bind",
+            StorageMode::Copy => "copy",
+        }
+    }
+}
+
 /// Validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -75,6 +93,9 @@ pub struct Config {
     pub host_storage_given: bool,
     /// Whether `storage_dir` was defaulted (logged on start).
     pub storage_defaulted: bool,
+    /// How runs see the storage folder, and (copy) how much may cross per run.
+    pub storage_mode: StorageMode,
+    pub max_copy_bytes: u64,
     /// The environments at start, and which one is active.
     pub environments: Environments,
     pub images: Images,
@@ -127,6 +148,8 @@ impl Config {
         let max_concurrent_runs = positive("MAX_CONCURRENT_RUNS", cli.max_concurrent_runs)?;
         let runs = runs_from_cli(&cli, &storage.dir, &limits, &install_limits)?;
         let service = service::service_from_cli(&cli)?;
+        let docker_host = std::env::var("DOCKER_HOST").ok();
+        let storage_mode = storage_mode(cli.storage_mode.as_deref(), docker_host.as_deref())?;
         Ok(Config {
             storage_dir: storage.dir,
             host_storage_dir: storage.host_dir,
@@ -139,7 +162,13 @@ impl Config {
             install_source,
             max_concurrent_runs,
             max_runs_per_principal: runs_per_principal(&cli, max_concurrent_runs)?,
-            pool_size: pool_size(cli.pool_size)?,
+            // Pre-started containers cannot receive the folder's copy.
+            pool_size: match storage_mode {
+                StorageMode::Bind => pool_size(cli.pool_size)?,
+                StorageMode::Copy => 0,
+            },
+            storage_mode,
+            max_copy_bytes: parse_size("MAX_COPY_SIZE", &cli.max_copy_size, 1024)? as u64,
             preimport: module_list(&cli.preimport)?,
             max_images: cli.max_images,
             max_image_bytes: parse_size("MAX_IMAGE_SIZE", &cli.max_image_size, 1024)? as u64,

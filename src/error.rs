@@ -205,6 +205,18 @@ pub enum SandboxError {
     TooManySessions { max: usize },
     #[error("invalid session name: {reason}")]
     BadSessionName { reason: String },
+    #[error(
+        "the storage folder holds more than {max} bytes of files to copy into the run \
+         (MAX_COPY_SIZE, STORAGE_MODE=copy): remove files from it, or raise MAX_COPY_SIZE"
+    )]
+    CopyTooLarge { max: u64 },
+    #[error("could not copy files between the storage folder and the run (STORAGE_MODE=copy): {0}")]
+    Copy(String),
+    #[error(
+        "sessions need the storage folder mounted into their container (STORAGE_MODE=bind); \
+         with STORAGE_MODE=copy use execute_code without session_id"
+    )]
+    SessionsNeedBind,
 }
 
 impl SandboxError {

@@ -39,6 +39,9 @@ fn main() -> ExitCode {
 }
 
 fn run(config: Config) -> anyhow::Result<()> {
+    // TLS to a remote Docker daemon (DOCKER_TLS_VERIFY) needs a process-wide crypto provider;
+    // one installed already (none here) is fine too.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = tokio::runtime::Runtime::new()?;
     let result = runtime.block_on(mcp_code_executor::app::main(config));
     // The stdin reader blocks in a thread of its own; do not wait for it after a signal.

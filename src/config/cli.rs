@@ -109,6 +109,17 @@ pub struct Cli {
     #[arg(long, env = "POOL_SIZE", default_value_t = DEFAULT_POOL_SIZE)]
     pub pool_size: usize,
 
+    /// How runs see the storage folder: `bind` (mounted from this host) or `copy` (its files go
+    /// into each run and the files a run writes come back, as tar streams through the engine:
+    /// for a Docker daemon on another host). Default: copy when DOCKER_HOST is tcp://,
+    /// https:// or ssh://, else bind
+    #[arg(long, env = "STORAGE_MODE")]
+    pub storage_mode: Option<String>,
+
+    /// STORAGE_MODE=copy: most bytes of files copied into one run, and back out of it
+    #[arg(long, env = "MAX_COPY_SIZE", default_value = "1g")]
+    pub max_copy_size: String,
+
     /// Modules pre-started containers import while they wait (comma-separated; "" for none)
     #[arg(long, env = "PREIMPORT", default_value = DEFAULT_PREIMPORT)]
     pub preimport: String,

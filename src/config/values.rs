@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use super::{DEFAULT_CA_BUNDLE, MAX_MAX_SESSIONS};
+use super::{DEFAULT_CA_BUNDLE, MAX_MAX_SESSIONS, StorageMode};
 use crate::error::ConfigError;
 
 pub(super) fn invalid(
@@ -55,6 +55,28 @@ pub(super) fn pool_size(n: usize) -> Result<usize, ConfigError> {
         Ok(n)
     } else {
         Err(invalid("POOL_SIZE", n, "at most 16"))
+    }
+}
+
+/// STORAGE_MODE: `asked`, else copy for a daemon reached over the network (`docker_host`
+/// tcp://, https:// or ssh://), else bind.
+pub(super) fn storage_mode(
+    asked: Option<&str>,
+    docker_host: Option<&str>,
+) -> Result<StorageMode, ConfigError> {
+    match asked.map(str::trim) {
+        Some("bind") => Ok(StorageMode::Bind),
+        Some("copy") => Ok(StorageMode::Copy),
+        Some(other) => Err(invalid("STORAGE_MODE", other, "must be bind or copy")),
+        None => {
+            let remote = ["tcp://", "https://", "ssh://"];
+            let host = docker_host.unwrap_or_default();
+            Ok(if remote.iter().any(|p| host.starts_with(p)) {
+                StorageMode::Copy
+            } else {
+                StorageMode::Bind
+            })
+        }
     }
 }
 
@@ -313,6 +335,21 @@ mod tests {
             "invalid PIDS_LIMIT \"7\": must be at least 8"
         );
         assert_eq!(pool_size(0).unwrap(), 0);
+        let mode = |asked, host| storage_mode(asked, host).unwrap();
+        assert_eq!(mode(None, None), StorageMode::Bind);
+        assert_eq!(
+            mode(None, Some("unix:///var/run/docker.sock")),
+            StorageMode::Bind
+        );
+        assert_eq!(mode(None, Some("tcp://10.0.0.2:2376")), StorageMode::Copy);
+        assert_eq!(mode(None, Some("ssh://me@build")), StorageMode::Copy);
+        assert_eq!(mode(Some("bind"), Some("tcp://h:2376")), StorageMode::Bind);
+        assert_eq!(mode(Some("copy"), None), StorageMode::Copy);
+        let err = storage_mode(Some("rsync"), None).unwrap_err().to_string();
+        assert!(
+            err.contains("STORAGE_MODE") && err.contains("bind or copy"),
+            "{err}"
+        );
         assert_eq!(pool_size(16).unwrap(), 16);
         assert_eq!(
             pool_size(17).unwrap_err().to_string(),

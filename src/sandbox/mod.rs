@@ -7,13 +7,15 @@
 //! - [`sessions`] (and `session_call`): live interpreters that keep state across calls and
 //!   outlive the server;
 //! - [`pool`]: pre-started single-use containers; [`volumes`]: environment volumes and seeding;
-//! - [`runner`]: the conversation with one container's runner, cold or warm;
+//! - [`runner`]: the conversation with one container's runner, cold or warm; [`copy`]: the
+//!   storage folder's files in and out of a run as tar streams (STORAGE_MODE=copy);
 //! - [`lifecycle`]: instance id, slots, creation, removal on every path, sentinel, sweeps;
 //! - [`policy`] (container settings) and [`labels`] (names, labels, leftover rules): pure;
 //!   [`output`]: capped capture, pure;
 //! - [`engine`]: the [`engine::ContainerEngine`] trait, the only door to containers;
 //!   [`docker`] implements it (the only bollard code); `fake` is the recording test double.
 
+pub mod copy;
 pub mod docker;
 pub mod engine;
 #[cfg(test)]
@@ -70,6 +72,9 @@ pub struct SandboxSettings {
     pub principal: Option<String>,
     /// Runs of this world at once (its fair share of `max_concurrent`; 0: no own limit).
     pub max_runs: usize,
+    /// STORAGE_MODE=copy: the storage folder is copied in and out, never mounted (then
+    /// `host_workdir` is empty and `workdir` is [`copy::COPY_WORKDIR`]).
+    pub copy: Option<copy::CopySettings>,
 }
 
 impl SandboxSettings {
@@ -191,7 +196,17 @@ impl Sandbox {
             },
             None => None,
         };
-        let warm = (job.purpose == Purpose::Run)
+        // In copy mode the program sees the folder's copy, and no pre-started container has it.
+        let (inside, copy) = match &self.settings.copy {
+            Some(c) if job.purpose == Purpose::Run => (c.inside(job.path), Some(c)),
+            _ => (job.path.to_string(), None),
+        };
+        let job = Job {
+            path: &inside,
+            copy,
+            ..job
+        };
+        let warm = (job.purpose == Purpose::Run && copy.is_none())
             .then(|| self.pool.take(job.env))
             .flatten();
         let result = match warm {
@@ -279,7 +294,11 @@ impl Sandbox {
             deadline: tokio::time::Instant::now() + limits.timeout().saturating_sub(elapsed),
             cancel,
         };
-        let result = runner::follow(self.life.engine(), id, &watch, started).await;
+        let mut result = runner::follow(self.life.engine(), id, &watch, started).await;
+        if let (Ok(outcome), Some(copy)) = (&result, &self.settings.copy) {
+            let outcome = outcome.clone();
+            result = runner::copy_out(self.life.engine(), id, copy, outcome).await;
+        }
         self.life.release(id);
         result
     }

@@ -15,6 +15,7 @@
 
 use std::collections::HashMap;
 
+use super::copy::COPY_MOUNT;
 use super::engine::{ContainerSpec, MountKind, MountSpec};
 use super::labels::{self, LABEL_ENV};
 use crate::environment::EnvSpec;
@@ -88,7 +89,8 @@ pub struct RunPolicy<'a> {
     pub limits: &'a Limits,
     /// uid, gid of the program (never 0; Prepare alone runs as root, with CHOWN only).
     pub run_as: (u32, u32),
-    /// The storage directory as the Docker daemon sees it (bind source; Run only).
+    /// The storage directory as the Docker daemon sees it (bind source; Run only). Empty in
+    /// copy mode (STORAGE_MODE=copy): an anonymous volume at `COPY_MOUNT` instead.
     pub host_workdir: &'a str,
     /// The storage directory as the server sees it: mounted at the same path in the container,
     /// so paths the server returns are valid inside and tracebacks name them.
@@ -202,7 +204,16 @@ fn mounts(policy: &RunPolicy) -> Vec<MountSpec> {
         target: policy.env.prefix(),
         read_only: !policy.purpose.env_writable(),
     }];
-    if policy.purpose.runs_user_code() {
+    if policy.purpose.runs_user_code() && policy.host_workdir.is_empty() {
+        // STORAGE_MODE=copy: an anonymous volume (removed with the container) receives the
+        // folder's copy.
+        mounts.push(MountSpec {
+            kind: MountKind::Volume,
+            source: String::new(),
+            target: COPY_MOUNT.to_string(),
+            read_only: false,
+        });
+    } else if policy.purpose.runs_user_code() {
         mounts.push(MountSpec {
             kind: MountKind::Bind,
             source: policy.host_workdir.to_string(),
@@ -332,11 +343,10 @@ pub fn sentinel_container(
 /// The isolation a run container gets, in words, read off its settings (what
 /// `get_environment_config` reports; derived, so it cannot drift from what is applied).
 pub fn isolation_summary(spec: &ContainerSpec) -> Vec<String> {
-    let binds = spec.mounts.iter().filter(|m| m.kind == MountKind::Bind);
-    let volumes_read_only = spec
-        .mounts
-        .iter()
-        .all(|m| m.kind == MountKind::Bind || m.read_only);
+    // The storage folder: bind-mounted, or (copy mode) the anonymous volume receiving its copy.
+    let storage = |m: &&MountSpec| m.kind == MountKind::Bind || m.source.is_empty();
+    let binds = spec.mounts.iter().filter(storage);
+    let volumes_read_only = spec.mounts.iter().all(|m| storage(&m) || m.read_only);
     let only_storage = binds.count() <= 1 && volumes_read_only;
     let checks = [
         (spec.network == "none", "network none"),

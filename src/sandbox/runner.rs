@@ -11,6 +11,7 @@ use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
+use super::copy::{self, COPY_MOUNT, COPY_WORKDIR, CopySettings};
 use super::engine::{
     Attached, ContainerEngine, ContainerSpec, Created, InputSink, OutputChunk, OutputStream,
 };
@@ -38,6 +39,8 @@ pub struct Job<'a> {
     pub limits: &'a Limits,
     /// Updated with what the program prints (progress reports, tails of long runs).
     pub live: Option<&'a Live>,
+    /// STORAGE_MODE=copy: the storage folder goes in before the run and comes back after it.
+    pub copy: Option<&'a CopySettings>,
 }
 
 impl<'a> Job<'a> {
@@ -58,6 +61,7 @@ impl<'a> Job<'a> {
             argv,
             limits,
             live: None,
+            copy: None,
         }
     }
 
@@ -144,12 +148,63 @@ pub async fn run_cold(
     let mut guard = life.guard(&id);
     let result = if life.is_closed() {
         Err(SandboxError::ShuttingDown)
+    } else if let Some(copy) = job.copy {
+        copy_in(life.engine(), &id, copy, spec).await?;
+        let outcome = drive(life.engine(), &id, job, cancel).await;
+        match outcome {
+            Ok(o) => copy_out(life.engine(), &id, copy, o).await,
+            Err(e) => Err(e),
+        }
     } else {
         drive(life.engine(), &id, job, cancel).await
     };
     guard.disarm();
     life.remove_later(id);
     result.map(Some)
+}
+
+/// Copies the storage folder into a created container's copy volume, owned by its user.
+async fn copy_in(
+    engine: &dyn ContainerEngine,
+    id: &str,
+    copy: &CopySettings,
+    spec: &ContainerSpec,
+) -> Result<(), SandboxError> {
+    let owner = (spec.user.as_deref())
+        .and_then(|u| u.split_once(':'))
+        .and_then(|(u, g)| Some((u.parse().ok()?, g.parse().ok()?)))
+        .unwrap_or((0, 0));
+    let settings = copy.clone();
+    let tar = tokio::task::spawn_blocking(move || copy::pack(&settings, owner))
+        .await
+        .map_err(|e| SandboxError::Copy(e.to_string()))??;
+    engine.upload_archive(id, COPY_MOUNT, tar.into()).await?;
+    Ok(())
+}
+
+/// Copies the files the run created or changed back into the storage folder; what could not
+/// be copied is said at the end of stderr.
+pub async fn copy_out(
+    engine: &dyn ContainerEngine,
+    id: &str,
+    copy: &CopySettings,
+    mut outcome: RunOutcome,
+) -> Result<RunOutcome, SandboxError> {
+    let tar = engine.download_archive(id, COPY_WORKDIR).await?;
+    let settings = copy.clone();
+    let skipped = tokio::task::spawn_blocking(move || copy::unpack(&settings, &tar))
+        .await
+        .map_err(|e| SandboxError::Copy(e.to_string()))??;
+    if !skipped.is_empty() {
+        if !outcome.stderr.is_empty() && !outcome.stderr.ends_with('\n') {
+            outcome.stderr.push('\n');
+        }
+        outcome.stderr.push_str(&format!(
+            "[mcp-code-executor: not copied back to the storage folder: {}]\n",
+            skipped.join(", ")
+        ));
+    }
+    Ok(outcome)
 }
 
 /// A pre-started container, ready for one program (made by the pool).

@@ -123,6 +123,9 @@ impl Sandbox {
         env: &EnvSpec,
         name: Option<&str>,
     ) -> Result<SessionInfo, SandboxError> {
+        if self.settings.copy.is_some() {
+            return Err(SandboxError::SessionsNeedBind);
+        }
         let settings = &self.settings.sessions;
         self.adopt_sessions().await?;
         let live = lock(&self.sessions.live).len();

@@ -352,6 +352,9 @@ pub struct ConfigReport {
     pub environments: Vec<EnvReport>,
     /// Host folder where code is stored and runs write files.
     pub code_storage_dir: String,
+    /// How runs see that folder: `bind` (mounted) or `copy` (its files copied into each run
+    /// and the files a run writes copied back; STORAGE_MODE).
+    pub storage_mode: String,
     /// Limits applied to every run.
     pub limits: Limits,
     /// uid:gid that code runs as.

@@ -86,7 +86,7 @@ fn switched_message(spec: &EnvSpec, created: bool) -> String {
 pub fn get_config(state: &State) -> Result<CallToolResult, ErrorData> {
     let c = &state.config;
     let envs = state.envs();
-    let report = config_report(
+    let mut report = config_report(
         &envs,
         &c.images,
         &c.storage_dir.to_string_lossy(),
@@ -95,6 +95,7 @@ pub fn get_config(state: &State) -> Result<CallToolResult, ErrorData> {
         state.sandbox.isolation(envs.active_spec()),
         &c.sessions,
     );
+    report.storage_mode = c.storage_mode.as_str().to_string();
     respond(
         &ConfigResult {
             config: Some(report),
@@ -140,6 +141,7 @@ fn config_report(
             .map(|t| env_report(envs.spec(*t), images))
             .collect(),
         code_storage_dir: storage.to_string(),
+        storage_mode: "bind".to_string(),
         limits: limits.into(),
         run_as: format!("{}:{}", run_as.0, run_as.1),
         isolation,

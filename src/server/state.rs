@@ -6,10 +6,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 use tokio_util::sync::CancellationToken;
 
 use super::background::Runs;
-use crate::config::{Config, RUNS_STATE_DIR, SESSIONS_STATE_DIR};
+use crate::config::{Config, RUNS_STATE_DIR, SESSIONS_STATE_DIR, StorageMode};
 use crate::environment::Environments;
 use crate::error::{Error, StorageError};
 use crate::principal::Principal;
+use crate::sandbox::copy::{COPY_WORKDIR, CopySettings};
 use crate::sandbox::engine::ContainerEngine;
 use crate::sandbox::lifecycle::Lifecycle;
 use crate::sandbox::{Sandbox, SandboxSettings};
@@ -80,12 +81,23 @@ impl State {
             config.limits.max_code_bytes,
             config.run_as,
         )?;
+        let copy = (config.storage_mode == StorageMode::Copy).then(|| CopySettings {
+            root: config.storage_dir.clone(),
+            max_file_bytes: config.limits.max_file_bytes.max(0) as u64,
+            max_total_bytes: config.max_copy_bytes,
+        });
         let sandbox = Sandbox::in_world(
             SandboxSettings {
                 images: config.images.clone(),
                 run_as: config.run_as,
-                host_workdir: config.host_storage_dir.to_string_lossy().into_owned(),
-                workdir: config.storage_dir.to_string_lossy().into_owned(),
+                host_workdir: match copy {
+                    Some(_) => String::new(),
+                    None => config.host_storage_dir.to_string_lossy().into_owned(),
+                },
+                workdir: match copy {
+                    Some(_) => COPY_WORKDIR.to_string(),
+                    None => config.storage_dir.to_string_lossy().into_owned(),
+                },
                 install: config.install_source.clone(),
                 env_limits: config.install_limits.clone(),
                 max_concurrent: config.max_concurrent_runs,
@@ -95,6 +107,7 @@ impl State {
                 sessions: config.sessions.clone(),
                 principal: principal.map(|p| p.as_str().to_string()),
                 max_runs,
+                copy: copy.clone(),
             },
             life,
         );

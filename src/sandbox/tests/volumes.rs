@@ -54,6 +54,7 @@ pub(super) fn settings(pool_size: usize) -> SandboxSettings {
         },
         principal: None,
         max_runs: 0,
+        copy: None,
     }
 }
 
