@@ -95,6 +95,7 @@ impl State {
                 sessions: config.sessions.clone(),
                 principal: principal.map(|p| p.as_str().to_string()),
                 max_runs,
+                runtime: config.runtime.clone(),
             },
             life,
         );
