@@ -29,6 +29,9 @@
 #                               Not needed here: the default ptrace platform works with the
 #                               fuse-overlayfs storage driver and cgroup v1 limits; --platform=kvm
 #                               hangs at start inside this VM; systrap does not exist in this version.
+#                               --oci-seccomp (apply Docker's seccomp profile inside the sandbox)
+#                               makes pthread_create fail with EPERM in this version (numpy, any
+#                               threaded program): leave it out.
 #   DAEMON_JSON=/etc/docker/daemon.json
 #   SMOKE_IMAGE=<image>         image for the smoke test (default: the first local one of
 #                               mcp-code-executor/venv, mcp-code-executor/base:bookworm,

@@ -232,6 +232,16 @@ const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 /// is answered at once.
 async fn prepare_in_background(worlds: Arc<Worlds>) {
     let anchor = worlds.anchor();
+    // A RUNTIME the daemon lacks: said once here; every call that needs a container is
+    // refused with the same message (the server still answers, so the client can show it).
+    match anchor.sandbox.check_runtime().await {
+        Err(e) if !e.is_unavailable() => {
+            tracing::error!("{e}");
+            sweep(&worlds).await;
+            return;
+        }
+        _ => {}
+    }
     if let Err(e) = anchor
         .sandbox
         .start_sentinel(anchor.config.environments.active_spec())

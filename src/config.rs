@@ -22,7 +22,7 @@ use crate::limits::{Images, InstallSource, Limits};
 use crate::sandbox::sessions::SessionSettings;
 use values::{
     ca_bundle, cpu_limit, image_ref, index_url, invalid, max_sessions, module_list, network_name,
-    pids_limit, pool_size, positive, session_lifetime, storage_mode,
+    pids_limit, pool_size, positive, runtime_name, session_lifetime, storage_mode,
 };
 
 pub const DEFAULT_TIMEOUT_SECS: u64 = 30;
@@ -121,6 +121,9 @@ pub struct Config {
     pub preimport: Vec<String>,
     /// uid and gid that code runs as.
     pub run_as: (u32, u32),
+    /// The OCI runtime of every container (`None`: the daemon's default); installs use
+    /// `<runtime>-net`.
+    pub runtime: Option<String>,
     /// Session limits and where session records live (`<storage_dir>/.mce-sessions`).
     pub sessions: SessionSettings,
     /// Long runs: the longest timeout, how long a call waits, how long results are kept.
@@ -144,6 +147,7 @@ impl Config {
             None => default_run_as(&storage.dir),
         };
         let images = images_from_cli(&cli)?;
+        let runtime = runtime_name(cli.runtime.as_deref())?;
         let sessions = sessions_from_cli(&cli, &storage.dir)?;
         let max_concurrent_runs = positive("MAX_CONCURRENT_RUNS", cli.max_concurrent_runs)?;
         let runs = runs_from_cli(&cli, &storage.dir, &limits, &install_limits)?;
@@ -175,6 +179,7 @@ impl Config {
             max_inline_image: parse_size("MAX_INLINE_IMAGE", &cli.max_inline_image, 1024)? as u64,
             max_resource_read: parse_size("MAX_RESOURCE_READ", &cli.max_resource_read, 1)? as u64,
             run_as,
+            runtime,
             sessions,
             service,
             runs,

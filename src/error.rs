@@ -217,6 +217,21 @@ pub enum SandboxError {
          with STORAGE_MODE=copy use execute_code without session_id"
     )]
     SessionsNeedBind,
+    #[error(
+        "the Docker daemon has no OCI runtime {runtime:?} (RUNTIME); it lists: {listed}. \
+         Register it (for gVisor: run scripts/setup-gvisor.sh as root) or unset RUNTIME"
+    )]
+    RuntimeUnknown { runtime: String, listed: String },
+    #[error(
+        "installs under RUNTIME={runtime} need a network-enabled registration of it named \
+         {install:?}, which the Docker daemon does not list (it lists: {listed}); for gVisor, \
+         run scripts/setup-gvisor.sh as root, which registers runsc and runsc-net"
+    )]
+    InstallRuntimeMissing {
+        runtime: String,
+        install: String,
+        listed: String,
+    },
 }
 
 impl SandboxError {

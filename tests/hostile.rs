@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Opts, Server, str_field};
+use common::{Opts, Server, str_field, under_gvisor};
 use serde_json::{Value, json};
 
 /// Asserts the server still answers quickly and left no container behind.
@@ -87,9 +87,13 @@ async fn deadlines_kill_busy_sleeping_and_sigterm_ignoring_programs() -> anyhow:
 
 #[tokio::test]
 async fn memory_exhaustion_is_reported_as_oom_from_docker() -> anyhow::Result<()> {
+    // Under gVisor the limit also holds gVisor's own kernel (~30 MB): at 64m a pre-started
+    // container dies importing numpy and pandas, and a run handed to it is reported as out of
+    // memory whatever it does.
+    let memory = if under_gvisor() { "128m" } else { "64m" };
     let s = Server::start_with(
         Opts::default()
-            .env("MEMORY_LIMIT", "64m")
+            .env("MEMORY_LIMIT", memory)
             .env("EXECUTION_TIMEOUT", "20"),
     )
     .await?;
@@ -97,10 +101,19 @@ async fn memory_exhaustion_is_reported_as_oom_from_docker() -> anyhow::Result<()
         .run("print('allocating', flush=True)\nblocks = []\nwhile True:\n    blocks.append(bytearray(16 * 1024 * 1024))")
         .await?;
     assert!(is_error);
-    assert_eq!(r["oom_killed"], true, "{r}");
     assert_eq!(r["timed_out"], false, "{r}");
-    assert!(str_field(&r, "error").contains("out of memory"), "{r}");
-    assert!(str_field(&r, "error").contains("MEMORY_LIMIT"), "{r}");
+    // Under gVisor the sandbox now and then (about 1 run in 15 here) dies at the limit without
+    // Docker recording an OOM kill: the run then ends killed (137) with oom_killed false (never
+    // guessed from 137).
+    let oom_unrecorded = under_gvisor()
+        && r["oom_killed"] == false
+        && r["exit_code"] == 137
+        && r["stdout"] == "allocating\n";
+    if !oom_unrecorded {
+        assert_eq!(r["oom_killed"], true, "{r}");
+        assert!(str_field(&r, "error").contains("out of memory"), "{r}");
+        assert!(str_field(&r, "error").contains("MEMORY_LIMIT"), "{r}");
+    }
     // A program that exits 137 by itself is not called out of memory.
     let (r, _) = s.run("import os\nos._exit(137)").await?;
     assert_eq!(r["exit_code"], 137);
@@ -156,11 +169,19 @@ import os; os._exit(0)
             started.elapsed()
         };
         let ((r, is_error), answered_in) = tokio::join!(async { run.await.unwrap() }, probe);
-        assert!(!is_error, "{r}");
-        let out = str_field(&r, "stdout");
-        assert!(out.contains(expect), "{r}");
-        let n: u32 = out.split_whitespace().nth(3).unwrap().parse().unwrap();
-        assert!(n < 32, "{n} processes/threads under a limit of 32");
+        // Under gVisor a forked child of a pre-started runner (numpy and pandas loaded) costs
+        // ~26 MB, as gVisor copies a forking process's memory more eagerly than Linux: the
+        // bomb then meets MEMORY_LIMIT before the process limit, and the sandbox is killed and
+        // reported as out of memory. Contained either way (tests/gvisor.rs checks the nproc
+        // bound with cold containers).
+        let stopped_by_memory = under_gvisor() && code == fork_bomb && r["oom_killed"] == true;
+        if !stopped_by_memory {
+            assert!(!is_error, "{r}");
+            let out = str_field(&r, "stdout");
+            assert!(out.contains(expect), "{r}");
+            let n: u32 = out.split_whitespace().nth(3).unwrap().parse().unwrap();
+            assert!(n < 32, "{n} processes/threads under a limit of 32");
+        }
         assert!(
             answered_in < Duration::from_secs(2),
             "server answered in {answered_in:?}"
@@ -306,25 +327,29 @@ def attempt(f):
 print(json.dumps({
     "setuid": attempt(lambda: os.setuid(0)),
     "mount": attempt(lambda: libc.mount(b"none", b"/tmp", b"tmpfs", 0, None)),
-    "unshare_user": attempt(lambda: libc.unshare(0x10000000)),
-    "unshare_mount": attempt(lambda: libc.unshare(0x00020000)),
     "chroot": attempt(lambda: os.chroot("/tmp")),
     "raw_socket": attempt(lambda: __import__("socket").socket(17, 3)),
+    "unshare_user": attempt(lambda: libc.unshare(0x10000000)),
+    "unshare_mount": attempt(lambda: libc.unshare(0x00020000)),
     "setuid_bits": [p for p in ("/usr/bin/su", "/bin/su", "/usr/bin/passwd") if os.path.exists(p) and os.stat(p).st_mode & 0o4000],
 }))
 "#;
     let (r, is_error) = s.run(code).await?;
     assert!(!is_error, "{r}");
     let facts: Value = serde_json::from_str(str_field(&r, "stdout"))?;
-    for key in [
-        "setuid",
-        "mount",
-        "unshare_user",
-        "unshare_mount",
-        "chroot",
-        "raw_socket",
-    ] {
+    for key in ["setuid", "mount", "chroot", "raw_socket"] {
         assert_ne!(facts[key], "allowed", "{key}: {facts}");
+    }
+    // Under runc, Docker's seccomp profile refuses new namespaces. gVisor does not apply that
+    // profile inside its sandbox (its --oci-seccomp option would, but then breaks
+    // pthread_create in this version): a program may make user and mount namespaces, which
+    // gVisor's own kernel implements and which give power over nothing outside the sandbox
+    // (the host kernel never sees them). The attempts above come first so they are made
+    // without such a namespace.
+    if !under_gvisor() {
+        for key in ["unshare_user", "unshare_mount"] {
+            assert_ne!(facts[key], "allowed", "{key}: {facts}");
+        }
     }
     // Setuid binaries may exist in the image, but no-new-privileges makes them useless:
     let (r, _) = s
@@ -350,8 +375,15 @@ with open("huge.py", "wb") as f:
 "#;
     let (r, is_error) = s.run(plant).await?;
     assert!(!is_error, "{r}");
+    // Under gVisor a FIFO made in a bind mount exists only inside the sandbox (its file proxy
+    // does not create FIFOs on the host): the host never sees one to be refused.
+    let fifo = if under_gvisor() {
+        "no file"
+    } else {
+        "not a regular file"
+    };
     let cases = [
-        ("pipe.py", "not a regular file"),
+        ("pipe.py", fifo),
         ("passwd.py", "symbolic link"),
         ("dir.py", "not a regular file"),
         ("huge.py", "over the"),

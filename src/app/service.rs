@@ -57,13 +57,19 @@ fn file_access(worlds: &Arc<Worlds>) -> http::FileAccess {
     }
 }
 
-/// Healthy when Docker answers and the image of the configured environment exists.
+/// Healthy when Docker answers, offers the configured runtime and has the image of the
+/// configured environment.
 fn health_check(worlds: Arc<Worlds>) -> http::HealthCheck {
     Arc::new(move || {
         let worlds = Arc::clone(&worlds);
         Box::pin(async move {
             let anchor = worlds.anchor();
             let env = anchor.config.environments.active_spec();
+            anchor
+                .sandbox
+                .check_runtime()
+                .await
+                .map_err(|e| e.to_string())?;
             anchor
                 .sandbox
                 .check_image(env)

@@ -192,6 +192,12 @@ pub struct Cli {
     #[arg(long, env = "EXTRA_INDEX_URL")]
     pub extra_index_url: Option<String>,
 
+    /// OCI runtime of every container, as the Docker daemon names it (e.g. runsc for gVisor;
+    /// set it up with scripts/setup-gvisor.sh). Installs use its network-enabled registration
+    /// <RUNTIME>-net [default: the daemon's default runtime]
+    #[arg(long, env = "RUNTIME")]
+    pub runtime: Option<String>,
+
     /// uid:gid that code runs as [default: the server's own, or 65534:65534 if that is root]
     #[arg(long = "run-as", env = "RUN_AS_USER")]
     pub run_as: Option<String>,

@@ -1,7 +1,8 @@
 //! Checks of single setting values, each returning the value to keep or a
 //! [`ConfigError::InvalidSetting`] naming the setting, value and reason: positive numbers, CPU,
 //! process, pool and session bounds, sizes, `uid:gid`, module lists, network names, the CA bundle, index
-//! URLs, image references. `ca_bundle` looks at the file system; the rest are pure.
+//! URLs, image references, OCI runtime names. `ca_bundle` looks at the file system; the rest are
+//! pure.
 
 use std::path::Path;
 
@@ -239,6 +240,26 @@ pub(super) fn index_url(setting: &'static str, url: &str) -> Result<String, Conf
     }
 }
 
+/// An OCI runtime name as the daemon knows it (`RUNTIME`); empty means the daemon's default.
+pub(super) fn runtime_name(setting: Option<&str>) -> Result<Option<String>, ConfigError> {
+    let Some(s) = setting.map(str::trim).filter(|s| !s.is_empty()) else {
+        return Ok(None);
+    };
+    let ok = s.len() <= 64
+        && s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if ok {
+        Ok(Some(s.to_string()))
+    } else {
+        Err(invalid(
+            "RUNTIME",
+            s,
+            "not an OCI runtime name (letters, digits, '.', '_', '-'), e.g. runsc",
+        ))
+    }
+}
+
 /// An image reference: what `docker` accepts, nothing a shell or the API would misread.
 pub(super) fn image_ref(setting: &'static str, s: &str) -> Result<String, ConfigError> {
     let ok = !s.is_empty()
@@ -300,6 +321,26 @@ mod tests {
         assert!(module_list("os;rm").is_err());
         assert!(module_list("1abc").is_err());
         assert!(module_list("a..b").is_err());
+    }
+
+    #[test]
+    fn runtime_names() {
+        assert_eq!(runtime_name(None).unwrap(), None);
+        assert_eq!(runtime_name(Some(" ")).unwrap(), None);
+        assert_eq!(
+            runtime_name(Some("runsc")).unwrap().as_deref(),
+            Some("runsc")
+        );
+        assert_eq!(
+            runtime_name(Some("io.containerd.runc.v2"))
+                .unwrap()
+                .as_deref(),
+            Some("io.containerd.runc.v2")
+        );
+        for bad in ["-x", "run sc", "a;b", "$(x)", "/usr/bin/runsc"] {
+            let err = runtime_name(Some(bad)).unwrap_err().to_string();
+            assert!(err.starts_with("invalid RUNTIME"), "{err}");
+        }
     }
 
     #[test]

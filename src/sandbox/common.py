@@ -1,7 +1,43 @@
 # mcp-code-executor: what the runner (runner.py) and the session runner (session.py) share —
-# figure capture and exit statuses; the server prepends this file to either before passing it
-# to `python -c`.
+# whole writes to stdout/stderr, figure capture and exit statuses; the server prepends this file
+# to either before passing it to `python -c`.
 import sys
+
+
+def _whole_writes():
+    # With PYTHONUNBUFFERED (set for every container) the text layer of stdout and stderr writes
+    # straight to the file and ignores a short write. Under gVisor a write to the output pipe
+    # returns after 64 KiB, so one large print would silently lose the rest. Give both streams
+    # a raw layer that writes everything (still unbuffered; nothing changes where writes are
+    # whole, as under runc).
+    import io
+    import select
+
+    class Whole(io.FileIO):
+        def write(self, data):
+            view = memoryview(data).cast("B")
+            done = 0
+            while done < len(view):
+                n = io.FileIO.write(self, view[done:])
+                if n is None:  # a non-blocking descriptor that is full: wait, then go on
+                    select.select([], [self], [])
+                    continue
+                done += n
+            return done
+
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if not isinstance(getattr(stream, "buffer", None), io.FileIO):
+            continue  # buffered: BufferedWriter already writes everything
+        raw = Whole(stream.fileno(), "wb", closefd=False)
+        whole = io.TextIOWrapper(
+            raw,
+            encoding=stream.encoding,
+            errors=stream.errors,
+            line_buffering=stream.line_buffering,
+            write_through=True,
+        )
+        setattr(sys, name, whole)
 
 
 def _plot_capture(stem_of):

@@ -387,7 +387,7 @@ impl ContainerEngine for FakeEngine {
 
     async fn runtimes(&self) -> Result<Vec<String>, EngineError> {
         self.enter("runtimes".into())
-            .map(|_| vec!["runc".to_string()])
+            .map(|_| vec!["runc".to_string(), "runsc".to_string()])
     }
 }
 

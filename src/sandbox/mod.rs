@@ -11,6 +11,8 @@
 //!   storage folder's files in and out of a run as tar streams (STORAGE_MODE=copy);
 //! - [`lifecycle`]: instance id, slots, creation, removal on every path, sentinel, sweeps;
 //! - [`policy`] (container settings) and [`labels`] (names, labels, leftover rules): pure;
+//!   [`runtime`]: the OCI runtime (`RUNTIME`, gVisor) each container gets, what it changes in
+//!   the settings, and the check that the daemon offers it;
 //!   [`output`]: capped capture, pure;
 //! - [`engine`]: the [`engine::ContainerEngine`] trait, the only door to containers;
 //!   [`docker`] implements it (the only bollard code); `fake` is the recording test double.
@@ -27,6 +29,7 @@ pub mod output;
 pub mod policy;
 pub mod pool;
 pub mod runner;
+pub mod runtime;
 mod session_call;
 pub mod sessions;
 #[cfg(test)]
@@ -75,6 +78,8 @@ pub struct SandboxSettings {
     /// STORAGE_MODE=copy: the storage folder is copied in and out, never mounted (then
     /// `host_workdir` is empty and `workdir` is [`copy::COPY_WORKDIR`]).
     pub copy: Option<copy::CopySettings>,
+    /// The OCI runtime of every container (`RUNTIME`; `None`: the daemon's default).
+    pub runtime: Option<String>,
 }
 
 impl SandboxSettings {
@@ -101,6 +106,7 @@ impl SandboxSettings {
             preimport: &[],
             instance,
             now_unix: unix_now(),
+            runtime: self.runtime.as_deref(),
         }
     }
 
@@ -230,6 +236,12 @@ impl Sandbox {
         policy::isolation_summary(&self.settings.run_spec(env))
     }
 
+    /// Checks that the daemon offers the configured runtime (`RUNTIME`); without one, Ok at
+    /// once. Every container made for an environment passes the same check first.
+    pub async fn check_runtime(&self) -> Result<(), SandboxError> {
+        self.volumes.check_runtime().await
+    }
+
     /// Checks that the engine answers and the image of `env` exists.
     pub async fn check_image(&self, env: &EnvSpec) -> Result<(), SandboxError> {
         self.volumes.forget_image(env);
@@ -306,8 +318,9 @@ impl Sandbox {
     /// Starts this server's sentinel in the image of `env` (see [`policy::sentinel_container`]).
     pub async fn start_sentinel(&self, env: &EnvSpec) -> Result<(), SandboxError> {
         let image = self.settings.images.for_type(env.env_type);
-        let spec =
+        let mut spec =
             policy::sentinel_container(image, self.instance(), self.settings.run_as, unix_now());
+        runtime::apply(&mut spec, self.settings.runtime.clone());
         if self.life.start_sentinel(&spec).await? {
             Ok(())
         } else {

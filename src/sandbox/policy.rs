@@ -11,13 +11,15 @@
 //!
 //! Every container also gets: no-new-privileges, read-only root filesystem with a size-limited
 //! `/tmp`, memory = memory+swap, CPU and pids limits, init, no core dumps, private IPC, an
-//! allow-listed environment, and a deadline enforced inside it.
+//! allow-listed environment, and a deadline enforced inside it. Under an OCI runtime other than
+//! the daemon's default (`RUNTIME`), [`super::runtime`] adds what that runtime needs.
 
 use std::collections::HashMap;
 
 use super::copy::COPY_MOUNT;
 use super::engine::{ContainerSpec, MountKind, MountSpec};
 use super::labels::{self, LABEL_ENV};
+use super::runtime;
 use crate::environment::EnvSpec;
 use crate::limits::{InstallSource, Limits, OPEN_FILES_LIMIT};
 
@@ -104,6 +106,9 @@ pub struct RunPolicy<'a> {
     pub instance: &'a str,
     /// Unix time the container is created.
     pub now_unix: u64,
+    /// The OCI runtime (`RUNTIME`; `None`: the daemon's default). Installs use its network
+    /// registration (see [`runtime::for_purpose`]).
+    pub runtime: Option<&'a str>,
 }
 
 impl RunPolicy<'_> {
@@ -301,6 +306,7 @@ pub fn container_spec(policy: &RunPolicy) -> ContainerSpec {
         ("nofile".to_string(), OPEN_FILES_LIMIT),
     ];
     spec.mounts = mounts(policy);
+    runtime::apply(&mut spec, runtime::for_purpose(policy.runtime, purpose));
     spec
 }
 
@@ -374,11 +380,19 @@ pub fn isolation_summary(spec: &ContainerSpec) -> Vec<String> {
         (!spec.env.is_empty(), "allow-listed environment variables"),
         (only_storage, "only the storage directory is mounted"),
     ];
-    checks
+    let mut words: Vec<String> = checks
         .into_iter()
         .filter(|(holds, _)| *holds)
         .map(|(_, text)| text.to_string())
-        .collect()
+        .collect();
+    match spec.runtime.as_deref() {
+        Some(rt) if runtime::is_gvisor(rt) => {
+            words.push(format!("gVisor user-space kernel (OCI runtime {rt})"))
+        }
+        Some(rt) => words.push(format!("OCI runtime {rt}")),
+        None => {}
+    }
+    words
 }
 
 #[cfg(test)]
@@ -434,6 +448,7 @@ mod tests {
             preimport: &[],
             instance: "inst-1",
             now_unix: 1_000,
+            runtime: None,
         };
         container_spec(&policy)
     }
@@ -465,6 +480,7 @@ mod tests {
             preimport: &preimport,
             instance: "x",
             now_unix: 0,
+            runtime: None,
         };
         let s = container_spec(&policy);
         assert_eq!(s.entrypoint[3], "635");
@@ -732,5 +748,60 @@ mod tests {
                 .any(|w| w == "only the storage directory is mounted")
         );
         assert_eq!(words.len(), 6);
+    }
+
+    #[test]
+    fn a_runtime_applies_to_every_purpose_and_installs_get_its_network_registration() {
+        let limits = limits();
+        let source = source();
+        let env = venv();
+        for purpose in ALL.into_iter().chain([Purpose::Session]) {
+            let base = spec_for(purpose, &env);
+            let s = container_spec(&RunPolicy {
+                purpose,
+                image: "mcp-code-executor/venv",
+                env: &env,
+                env_volume: "mce-venv-vol",
+                limits: &limits,
+                run_as: (1000, 1001),
+                host_workdir: "/host/code",
+                workdir: "/data/code",
+                install: Some(&source),
+                idle_secs: 0,
+                preimport: &[],
+                instance: "inst-1",
+                now_unix: 1_000,
+                runtime: Some("runsc"),
+            });
+            let want = if purpose == Purpose::Install {
+                "runsc-net"
+            } else {
+                "runsc"
+            };
+            assert_eq!(s.runtime.as_deref(), Some(want), "{purpose:?}");
+            // The same guest bound, now as nproc; the host limit has gVisor's headroom.
+            let guest = base.pids_limit.unwrap();
+            assert!(
+                s.ulimits.contains(&("nproc".to_string(), guest)),
+                "{purpose:?}"
+            );
+            assert_eq!(s.pids_limit, Some(runtime::gvisor_pids_limit(guest)));
+            // Nothing else changes: same network, user, mounts, caps, limits.
+            let same = ContainerSpec {
+                runtime: None,
+                pids_limit: base.pids_limit,
+                ulimits: base.ulimits.clone(),
+                ..s.clone()
+            };
+            assert_eq!(same, base, "{purpose:?}");
+        }
+        let mut run = spec(&env);
+        run.runtime = Some("runsc".to_string());
+        let words = isolation_summary(&run);
+        assert_eq!(
+            words.last().map(String::as_str),
+            Some("gVisor user-space kernel (OCI runtime runsc)")
+        );
+        assert_eq!(words.len(), 10);
     }
 }

@@ -112,5 +112,6 @@ def _run():
     os._exit(status)
 
 
+_whole_writes()
 _preimport()
 _run()

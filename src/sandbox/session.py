@@ -108,6 +108,7 @@ def _session():
     sys.modules["__main__"] = main
     stem = [""]
     save_figures = [None]
+    _whole_writes()
     streams = [_Between(sys.stdout, "stdout"), _Between(sys.stderr, "stderr")]
     sys.stdout, sys.stderr = streams
 

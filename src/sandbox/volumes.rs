@@ -2,7 +2,9 @@
 //! on first mount and handed to the run user, mounted read-only for runs and read-write only for
 //! the containers that prepare, create or install into it. Seeding happens once per volume,
 //! daemon-wide: the server that creates the lock container seeds, others wait for the ready
-//! marker. Also the image ids the volume names are made from (cached per image).
+//! marker. Also the image ids the volume names are made from (cached per image), and the check
+//! that the daemon offers the configured OCI runtime, passed before any container is made for
+//! an environment (installs: its network registration too).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -16,6 +18,7 @@ use super::labels::{self, LABEL_ENV_READY};
 use super::lifecycle::{Lifecycle, image_missing, lock, unix_now};
 use super::policy::{self, Purpose};
 use super::runner::{self, Job, RunOutcome};
+use super::runtime::RuntimeGate;
 use crate::environment::EnvSpec;
 use crate::error::SandboxError;
 
@@ -35,7 +38,7 @@ pub struct Volumes {
     inner: Arc<Inner>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Inner {
     /// Image name → id, resolved once.
     image_ids: Mutex<HashMap<String, String>>,
@@ -43,14 +46,22 @@ struct Inner {
     known: Mutex<HashSet<String>>,
     /// Serialises seeding within this server.
     seed_lock: tokio::sync::Mutex<()>,
+    /// Whether the daemon offers `RUNTIME`.
+    runtime: RuntimeGate,
 }
 
 impl Volumes {
     pub fn new(life: Lifecycle, settings: Arc<SandboxSettings>) -> Self {
+        let inner = Inner {
+            image_ids: Mutex::default(),
+            known: Mutex::default(),
+            seed_lock: tokio::sync::Mutex::default(),
+            runtime: RuntimeGate::new(settings.runtime.clone()),
+        };
         Volumes {
             life,
             settings,
-            inner: Arc::default(),
+            inner: Arc::new(inner),
         }
     }
 
@@ -79,9 +90,15 @@ impl Volumes {
         Ok(id)
     }
 
+    /// Checks that the daemon offers the configured runtime (asked until it does).
+    pub async fn check_runtime(&self) -> Result<(), SandboxError> {
+        self.inner.runtime.check(self.life.engine()).await
+    }
+
     /// The volume of `env`, complete: seeded with what the image has at the environment's
-    /// prefix and handed to the run user.
+    /// prefix and handed to the run user. Refused when the daemon lacks the configured runtime.
     pub async fn env_volume(&self, env: &EnvSpec) -> Result<String, SandboxError> {
+        self.check_runtime().await?;
         let image_id = self.image_id(env).await?;
         let name = labels::env_volume_name(
             env,
@@ -151,6 +168,10 @@ impl Volumes {
         job: &Job<'_>,
         cancel: &CancellationToken,
     ) -> Result<RunOutcome, SandboxError> {
+        if job.purpose == Purpose::Install {
+            let engine = self.life.engine();
+            self.inner.runtime.check_install(engine).await?;
+        }
         let policy = self.settings.policy(
             job.purpose,
             job.env,

@@ -361,6 +361,12 @@ pub struct ConfigReport {
     pub run_as: String,
     /// Container isolation applied to every run.
     pub isolation: Vec<String>,
+    /// The OCI runtime of every container, e.g. "runsc" for gVisor (null: the Docker daemon's
+    /// default).
+    pub runtime: Option<String>,
+    /// The OCI runtime of install containers: the network-enabled registration of `runtime`
+    /// (null: the Docker daemon's default).
+    pub install_runtime: Option<String>,
     /// Limits of sessions (create_session).
     pub sessions: SessionLimits,
 }

@@ -1,7 +1,7 @@
 //! The environment tools (`configure_environment`, `get_environment_config`): switching the
 //! active environment (check the image, create the environment if needed, select it, warm the
-//! pool) and reporting the environments, storage directory, limits, isolation and session
-//! limits in force.
+//! pool) and reporting the environments, storage directory, limits, isolation, OCI runtime and
+//! session limits in force.
 
 use std::sync::PoisonError;
 
@@ -18,6 +18,8 @@ use super::reply::{fail, fail_in, respond};
 use crate::environment::{EnvSpec, EnvType, Environments};
 use crate::error::SandboxError;
 use crate::limits::{self, Images};
+use crate::sandbox::policy::Purpose;
+use crate::sandbox::runtime;
 use crate::sandbox::sessions::SessionSettings;
 
 /// `configure_environment`: makes the requested environment active, creating it if needed.
@@ -86,16 +88,20 @@ fn switched_message(spec: &EnvSpec, created: bool) -> String {
 pub fn get_config(state: &State) -> Result<CallToolResult, ErrorData> {
     let c = &state.config;
     let envs = state.envs();
-    let mut report = config_report(
-        &envs,
-        &c.images,
-        &c.storage_dir.to_string_lossy(),
-        &c.limits,
-        c.run_as,
-        state.sandbox.isolation(envs.active_spec()),
-        &c.sessions,
-    );
-    report.storage_mode = c.storage_mode.as_str().to_string();
+    let report = ConfigReport {
+        runtime: c.runtime.clone(),
+        install_runtime: runtime::for_purpose(c.runtime.as_deref(), Purpose::Install),
+        storage_mode: c.storage_mode.as_str().to_string(),
+        ..config_report(
+            &envs,
+            &c.images,
+            &c.storage_dir.to_string_lossy(),
+            &c.limits,
+            c.run_as,
+            state.sandbox.isolation(envs.active_spec()),
+            &c.sessions,
+        )
+    };
     respond(
         &ConfigResult {
             config: Some(report),
@@ -145,6 +151,8 @@ fn config_report(
         limits: limits.into(),
         run_as: format!("{}:{}", run_as.0, run_as.1),
         isolation,
+        runtime: None,
+        install_runtime: None,
         sessions: sessions.into(),
     }
 }

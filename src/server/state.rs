@@ -108,6 +108,7 @@ impl State {
                 principal: principal.map(|p| p.as_str().to_string()),
                 max_runs,
                 copy: copy.clone(),
+                runtime: config.runtime.clone(),
             },
             life,
         );

@@ -67,8 +67,12 @@ impl Server {
             .env("CONDA_IMAGE", CONDA_STANDIN_IMAGE)
             .env("EXECUTION_TIMEOUT", "20")
             .env("LOG_LEVEL", "info");
-        if let Ok(host) = std::env::var("DOCKER_HOST") {
-            cmd.env("DOCKER_HOST", host);
+        // The engine under test: another daemon, another OCI runtime (RUNTIME=runsc reruns a
+        // suite under gVisor).
+        for var in ["DOCKER_HOST", "RUNTIME"] {
+            if let Ok(value) = std::env::var(var) {
+                cmd.env(var, value);
+            }
         }
         if opts.no_storage_dir {
             cmd.env("HOME", dir.path().join("home"));
@@ -243,6 +247,11 @@ fn split_idle(dir: &Path) -> (Vec<String>, Vec<String>) {
         .lines()
         .map(str::to_string)
         .partition(|name| name.starts_with("mce-warm-"))
+}
+
+/// Whether the suite runs under gVisor (`RUNTIME=runsc`, passed on to every server).
+pub fn under_gvisor() -> bool {
+    std::env::var("RUNTIME").is_ok_and(|r| r == "runsc" || r.starts_with("runsc-"))
 }
 
 pub fn str_field<'a>(v: &'a Value, key: &str) -> &'a str {

@@ -1,7 +1,7 @@
 //! Tests of sandbox::volumes against the fake engine: seeding an environment volume once,
 //! daemon-wide, under a lock container (the Prepare job, the ready marker), waiting for another
 //! server's seeding, failed and half-done seeds, volume names following the image and the run
-//! user, and the image ids behind them (missing images, the cache).
+//! user, and the image ids behind them (missing images, the cache); the OCI runtime check.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,6 +16,7 @@ use crate::limits::{Images, InstallSource};
 use crate::sandbox::engine::{ContainerEngine, ContainerSpec, MountKind, MountSpec};
 use crate::sandbox::fake::{Behaviour, FakeEngine};
 use crate::sandbox::labels::{self, LABEL_ENV_READY, LABEL_ENV_VOLUME, LABEL_PURPOSE};
+use crate::sandbox::policy::Purpose;
 use crate::sandbox::runner::Job;
 use crate::sandbox::volumes::PREPARE;
 use crate::sandbox::{Sandbox, SandboxSettings};
@@ -55,6 +56,7 @@ pub(super) fn settings(pool_size: usize) -> SandboxSettings {
         principal: None,
         max_runs: 0,
         copy: None,
+        runtime: None,
     }
 }
 
@@ -431,4 +433,76 @@ async fn an_image_removed_under_a_run_is_forgotten() {
         .unwrap_err();
     assert!(matches!(err, SandboxError::ImageMissing { .. }), "{err}");
     assert_eq!(fake.calls()[n..], [format!("image_id {IMAGE}")]);
+}
+
+#[tokio::test]
+async fn a_runtime_the_daemon_lacks_is_refused_with_its_list_before_any_container() {
+    // The fake lists runc and runsc, and no runsc-net.
+    let (fake, sb) = sandbox(SandboxSettings {
+        runtime: Some("kata".to_string()),
+        ..settings(0)
+    });
+    let err = sb.volumes.env_volume(&venv()).await.unwrap_err();
+    assert!(matches!(err, SandboxError::RuntimeUnknown { .. }), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("\"kata\"") && text.contains("runc, runsc"),
+        "{text}"
+    );
+    assert!(sb.check_runtime().await.is_err());
+    assert!(fake.created().is_empty());
+    // Without RUNTIME the daemon is not even asked.
+    let (fake, sb) = sandbox(settings(0));
+    sb.check_runtime().await.unwrap();
+    assert!(
+        !fake.calls().iter().any(|c| c == "runtimes"),
+        "{:?}",
+        fake.calls()
+    );
+}
+
+#[tokio::test]
+async fn under_a_listed_runtime_runs_use_it_and_installs_need_its_network_registration() {
+    let (fake, sb) = sandbox(SandboxSettings {
+        runtime: Some("runsc".to_string()),
+        ..settings(0)
+    });
+    let env = venv();
+    let volume = sb.volumes.env_volume(&env).await.unwrap();
+    let l = limits(2);
+    let cancel = CancellationToken::new();
+    let job = Job::run(&env, "/data/code/p.py", "print(1)", &l);
+    sb.volumes.run_in(&volume, &job, &cancel).await.unwrap();
+    for id in fake.created() {
+        let (_, spec, _) = fake.container(&id).unwrap();
+        if purpose(&spec) == "lock" {
+            continue;
+        }
+        assert_eq!(spec.runtime.as_deref(), Some("runsc"), "{}", purpose(&spec));
+        assert!(spec.ulimits.iter().any(|(n, _)| n == "nproc"));
+    }
+    // The daemon was asked once: a runtime found is remembered.
+    let asked = fake.calls().iter().filter(|c| *c == "runtimes").count();
+    assert_eq!(asked, 1);
+    let before = fake.created().len();
+    let install = Job::helper(Purpose::Install, &env, "/tmp/i.py", "", &[], &l);
+    let err = sb
+        .volumes
+        .run_in(&volume, &install, &cancel)
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        matches!(err, SandboxError::InstallRuntimeMissing { .. }),
+        "{text}"
+    );
+    assert!(
+        text.contains("\"runsc-net\"") && text.contains("setup-gvisor.sh"),
+        "{text}"
+    );
+    assert_eq!(
+        fake.created().len(),
+        before,
+        "no install container was made"
+    );
 }
