@@ -9,6 +9,8 @@
 //! calls with 2 principals, the server's idle memory and its time to answer `initialize`.
 //!
 //!   scripts/bench.sh            (builds in release mode, then runs this)
+//!   scripts/bench.sh --runtime runsc        (and a gVisor pair of servers, same rounds)
+//!   scripts/bench.sh --storage-mode copy    (and a copy-mode pair of servers, same rounds)
 //!
 //! Settings: BENCH_ROUNDS (default 15), MCP_CODE_EXECUTOR_BIN, HOST_PYTHON (default
 //! /usr/bin/python3), BENCH_IMAGE (default mcp-code-executor/venv).
@@ -19,6 +21,8 @@ mod http;
 mod report;
 #[path = "bench/support.rs"]
 mod support;
+#[path = "bench/variant.rs"]
+mod variant;
 
 use std::time::{Duration, Instant};
 
@@ -33,6 +37,7 @@ use tokio::process::Command;
 use crate::http::HttpServer;
 use crate::report::Rows;
 use crate::support::{leftovers, rss_kib, time_command};
+use crate::variant::{Variant, VariantRows};
 
 const TRIVIAL: &str = "print(1+1)";
 const DATA: &str = "import numpy, pandas\nprint(pandas.DataFrame({'a': numpy.arange(3)}).a.sum())";
@@ -51,10 +56,20 @@ struct Server {
 }
 
 async fn start(bin: &str, storage: &str, pool: usize) -> anyhow::Result<Server> {
+    start_with(bin, storage, pool, &[]).await
+}
+
+async fn start_with(
+    bin: &str,
+    storage: &str,
+    pool: usize,
+    env: &[(String, String)],
+) -> anyhow::Result<Server> {
     let mut cmd = Command::new(bin);
     cmd.env("CODE_STORAGE_DIR", storage)
         .env("POOL_SIZE", pool.to_string())
-        .env("LOG_LEVEL", "warn");
+        .env("LOG_LEVEL", "warn")
+        .envs(env.iter().map(|(k, v)| (k, v)));
     let t0 = Instant::now();
     let transport = TokioChildProcess::new(cmd).context("starting the server")?;
     let pid = transport.id().unwrap_or(0);
@@ -159,12 +174,15 @@ struct Fleet {
     web_a: Client,
     /// The session the session rows use (on `warm`).
     sid: String,
+    /// The variant's pool and cold servers (`--runtime`, `--storage-mode`).
+    variant: Option<(Server, Server)>,
 }
 
 async fn start_fleet(
     cfg: &Settings,
     storage: &str,
     web_dir: &std::path::Path,
+    variant: Option<&Variant>,
 ) -> anyhow::Result<Fleet> {
     eprintln!("starting servers (warm: POOL_SIZE=2, cold: POOL_SIZE=0, HTTP: POOL_SIZE=2)...");
     let warm = start(&cfg.bin, storage, 2).await?;
@@ -186,12 +204,25 @@ async fn start_fleet(
         .unwrap_or_default()
         .to_string();
     call_in(&warm.client, &sid, LOAD).await?;
+    let variant = match variant {
+        Some(v) => {
+            eprintln!("starting the variant's servers ({})...", v.label);
+            let vwarm = start_with(&cfg.bin, storage, 2, &v.env).await?;
+            let vcold = start_with(&cfg.bin, storage, 0, &v.env).await?;
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            call(&vwarm.client, TRIVIAL).await?;
+            call(&vcold.client, TRIVIAL).await?;
+            Some((vwarm, vcold))
+        }
+        None => None,
+    };
     Ok(Fleet {
         warm,
         cold,
         web,
         web_a,
         sid,
+        variant,
     })
 }
 
@@ -237,6 +268,24 @@ async fn round(cfg: &Settings, f: &Fleet, r: &mut Rows, n: usize) -> anyhow::Res
     r.odata
         .push(call(&f.warm.client, &format!("{LOAD}{WORK}")).await?.0);
     tokio::time::sleep(pause).await;
+    Ok(())
+}
+
+/// The variant's rows of one round (its pool refills during the pauses).
+async fn variant_round(f: &Fleet, v: &mut VariantRows) -> anyhow::Result<()> {
+    let Some((warm, cold)) = &f.variant else {
+        return Ok(());
+    };
+    let (d, body) = call(&warm.client, TRIVIAL).await?;
+    v.warm.push(d);
+    v.wserver.push(Duration::from_millis(
+        body["duration_ms"].as_u64().unwrap_or(0),
+    ));
+    v.cold.push(call(&cold.client, TRIVIAL).await?.0);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    v.wdata.push(call(&warm.client, DATA).await?.0);
+    v.cdata.push(call(&cold.client, DATA).await?.0);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     Ok(())
 }
 
@@ -287,25 +336,36 @@ fn main() -> anyhow::Result<()> {
 
 async fn run() -> anyhow::Result<()> {
     let cfg = settings();
+    let variant = variant::from_args()?;
     let storage = tempfile::tempdir()?;
     let web_dir = tempfile::tempdir()?;
     let storage_path = storage.path().to_string_lossy().into_owned();
-    let fleet = start_fleet(&cfg, &storage_path, web_dir.path()).await?;
+    let fleet = start_fleet(&cfg, &storage_path, web_dir.path(), variant.as_ref()).await?;
     let mut rows = Rows::default();
+    let mut vrows = VariantRows::default();
     for n in 0..cfg.rounds {
         eprint!("\rround {}/{}", n + 1, cfg.rounds);
         round(&cfg, &fleet, &mut rows, n).await?;
+        variant_round(&fleet, &mut vrows).await?;
     }
     eprintln!();
     tail(&cfg, &fleet, &mut rows, &storage_path).await?;
     report::print(cfg.rounds, &rows);
+    if let Some(v) = &variant {
+        variant::print(v, &rows, &vrows);
+    }
     let Fleet {
         warm,
         cold,
         web,
         web_a,
+        variant: variant_servers,
         ..
     } = fleet;
+    if let Some((vwarm, vcold)) = variant_servers {
+        vwarm.client.cancel().await?;
+        vcold.client.cancel().await?;
+    }
     web_a.cancel().await?;
     web.stop().await?;
     warm.client.cancel().await?;
