@@ -232,6 +232,17 @@ const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 /// is answered at once.
 async fn prepare_in_background(worlds: Arc<Worlds>) {
     let anchor = worlds.anchor();
+    // The engine, told apart once; what it cannot honour is refused here, said once (RUNTIME
+    // is passed here when it is set).
+    match anchor.sandbox.check_engine(None).await {
+        Ok(kind) => tracing::info!(engine = kind.as_str(), "container engine"),
+        Err(e) if !e.is_unavailable() => {
+            tracing::error!("{e}");
+            sweep(&worlds).await;
+            return;
+        }
+        Err(e) => tracing::debug!("container engine not reachable yet: {e}"),
+    }
     if let Err(e) = anchor
         .sandbox
         .start_sentinel(anchor.config.environments.active_spec())

@@ -12,7 +12,8 @@
 //! - [`policy`] (container settings) and [`labels`] (names, labels, leftover rules): pure;
 //!   [`output`]: capped capture, pure;
 //! - [`engine`]: the [`engine::ContainerEngine`] trait, the only door to containers;
-//!   [`docker`] implements it (the only bollard code); `fake` is the recording test double.
+//!   [`docker`] implements it (the only bollard code, Docker and Podman's compatible API
+//!   alike); `fake` is the recording test double.
 
 pub mod docker;
 pub mod engine;
@@ -38,7 +39,7 @@ use tokio_util::sync::CancellationToken;
 use crate::environment::EnvSpec;
 use crate::error::SandboxError;
 use crate::limits::{Images, InstallSource, Limits};
-use engine::{ContainerEngine, ContainerSpec};
+use engine::{ContainerEngine, ContainerSpec, EngineKind};
 use lifecycle::{Lifecycle, unix_now};
 use policy::{Purpose, RunPolicy};
 use pool::Pool;
@@ -213,6 +214,15 @@ impl Sandbox {
     /// The isolation a run container of `env` gets, in words read off its settings.
     pub fn isolation(&self, env: &EnvSpec) -> Vec<String> {
         policy::isolation_summary(&self.settings.run_spec(env))
+    }
+
+    /// Which engine serves DOCKER_HOST, checked against what this server asks of it: an OCI
+    /// runtime (`runtime`, from RUNTIME) is refused on an engine that would ignore it
+    /// (Podman), never silently dropped. Called once at start.
+    pub async fn check_engine(&self, runtime: Option<&str>) -> Result<EngineKind, SandboxError> {
+        let kind = self.life.engine().kind().await?;
+        kind.check_runtime(runtime)?;
+        Ok(kind)
     }
 
     /// Checks that the engine answers and the image of `env` exists.
