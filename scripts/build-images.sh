@@ -11,6 +11,12 @@
 #
 # An image is rebuilt only when its inputs (Dockerfile, packages, base) changed; FORCE=1 rebuilds.
 #
+# Podman: when DOCKER_HOST points at Podman's Docker-compatible socket, the images are built with
+# the local Docker daemon (DOCKER_HOST unset) and then copied into Podman's store by
+# scripts/setup-podman.sh (as root; it also sets up the Podman service). Without root the script
+# stops and prints the two commands to run. The server image stays in Docker (it is not run on
+# Podman).
+#
 # Settings (environment variables):
 #   BASE_IMAGE      base for venv/uv/conda-standin; skips the pull/debootstrap choice
 #   PUBLIC_BASE     public base tried first            (default python:3.12-slim)
@@ -45,6 +51,32 @@ log() { printf '[build-images] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
 command -v docker >/dev/null || die "docker is not installed; install Docker Engine first"
+
+# DOCKER_HOST at Podman: build with Docker, then copy into Podman's store (see the header).
+if [ -n "${DOCKER_HOST:-}" ] &&
+  docker version --format '{{range .Server.Components}}{{.Name}} {{end}}' 2>/dev/null | grep -q 'Podman'; then
+  podman_socket=${DOCKER_HOST#unix://}
+  images=()
+  for t in "${@:-venv uv conda-standin}"; do
+    for name in $t; do
+      [ "$name" = server ] || images+=("mcp-code-executor/$name")
+    done
+  done
+  if [ "$(id -u)" != 0 ]; then
+    die "DOCKER_HOST points at Podman: build with Docker, then copy the images into Podman as root:
+    env -u DOCKER_HOST $0 $*
+    sudo PODMAN_SOCKET=$podman_socket $ROOT/scripts/setup-podman.sh ${images[*]}"
+  fi
+  log "DOCKER_HOST is Podman ($DOCKER_HOST): building with Docker, then copying into Podman"
+  env -u DOCKER_HOST "$0" "$@"
+  # Only images Docker has (conda is skipped where no registry is reachable).
+  present=()
+  for image in "${images[@]}"; do
+    env -u DOCKER_HOST docker image inspect "$image" >/dev/null 2>&1 && present+=("$image")
+  done
+  [ ${#present[@]} -eq 0 ] && exit 0
+  exec env -u DOCKER_HOST PODMAN_SOCKET="$podman_socket" "$ROOT/scripts/setup-podman.sh" "${present[@]}"
+fi
 docker info >/dev/null 2>&1 || die "cannot reach the Docker daemon (is it running, may this user use it?)"
 
 have_image() { docker image inspect "$1" >/dev/null 2>&1; }

@@ -5,7 +5,8 @@
 #
 #   1. installs podman (and catatonit, the init `--init`/HostConfig.Init needs) if missing;
 #   2. writes /etc/containers/containers.conf.d/50-mcp-code-executor.conf with what this machine
-#      needs (see below), and a conmon wrapper so that OOM kills are reported;
+#      needs (see below), a conmon wrapper so that OOM kills are reported, and the seccomp
+#      profile the server gives its containers on Podman ($SECCOMP, see below);
 #   3. starts `podman system service` on $PODMAN_SOCKET unless something already answers there,
 #      and waits until it answers /_ping;
 #   4. copies each IMAGE from Docker into Podman's store (`docker save | podman load`) unless
@@ -29,6 +30,13 @@
 #   setting rlimit type 6/7: operation not permitted". default_ulimits fixes containers created
 #   WITHOUT any ulimits; a create that lists some ulimits must list nofile and nproc itself
 #   (podman then drops the defaults), values at most the ones written here.
+# - Podman's default seccomp profile (/usr/share/containers/seccomp.json) allows unshare, clone
+#   with CLONE_NEW*, clone3, setns and mount to every process; Docker's allows them only with
+#   CAP_SYS_ADMIN. Untrusted code could create a user namespace (where it holds every
+#   capability) and reach kernel code Docker keeps it from. $SECCOMP is Podman's profile with
+#   Docker's rules for those calls; the server names it in every container it makes on Podman
+#   (a create fails, saying to run this script, when it is missing). Other containers of this
+#   Podman keep its default.
 # - conmon 2.1.6 writes its "oom" marker into its working directory, podman 4.x looks in the
 #   container's bundle directory: State.OOMKilled stays false. The wrapper starts conmon there.
 set -euo pipefail
@@ -38,6 +46,8 @@ PODMAN_LOG=${PODMAN_LOG:-/var/log/mcp-podman-service.log}
 CONF=/etc/containers/containers.conf.d/50-mcp-code-executor.conf
 WRAPPER=/usr/local/libexec/mcp-code-executor/conmon
 PIDFILE=/run/podman/mcp-code-executor-service.pid
+SECCOMP=/etc/containers/mcp-code-executor/seccomp.json   # = policy::PODMAN_SECCOMP_PROFILE
+PODMAN_SECCOMP=/usr/share/containers/seccomp.json
 
 log() { printf '[setup-podman] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -121,6 +131,37 @@ if [ ! -f "$CONF" ] || [ "$(cat "$CONF")" != "${conf%$'\n'}" ]; then
   log "wrote $CONF"
 else
   log "$CONF is up to date"
+fi
+
+# The seccomp profile: Podman's own, with Docker's rules for calls that make namespaces.
+[ -f "$PODMAN_SECCOMP" ] || die "$PODMAN_SECCOMP (Podman's default seccomp profile) is missing"
+command -v python3 >/dev/null || die "python3 is needed to derive $SECCOMP"
+mkdir -p "$(dirname "$SECCOMP")"
+python3 - "$PODMAN_SECCOMP" "$SECCOMP.new" <<'EOF'
+import json, sys
+profile = json.load(open(sys.argv[1]))
+# Calls that make or enter namespaces, or mount: Docker allows them only with CAP_SYS_ADMIN.
+guarded = {"clone", "clone3", "unshare", "setns", "mount", "umount", "umount2", "pivot_root"}
+for rule in profile["syscalls"]:
+    if rule.get("action") == "SCMP_ACT_ALLOW" and not rule.get("includes") and not rule.get("args"):
+        rule["names"] = [n for n in rule["names"] if n not in guarded]
+no_admin = {"caps": ["CAP_SYS_ADMIN"]}
+profile["syscalls"] += [
+    # clone without any CLONE_NEW* flag (mask 0x7E020000), as in Docker's default profile.
+    {"names": ["clone"], "action": "SCMP_ACT_ALLOW", "excludes": no_admin,
+     "args": [{"index": 0, "value": 2114060288, "valueTwo": 0, "op": "SCMP_CMP_MASKED_EQ"}]},
+    # clone3 cannot be filtered by its flags: ENOSYS makes libc fall back to clone.
+    {"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38, "excludes": no_admin},
+    {"names": sorted(guarded), "action": "SCMP_ACT_ALLOW", "includes": no_admin},
+]
+json.dump(profile, open(sys.argv[2], "w"), indent=1)
+EOF
+if [ -f "$SECCOMP" ] && cmp -s "$SECCOMP" "$SECCOMP.new"; then
+  rm -f "$SECCOMP.new"
+  log "$SECCOMP is up to date"
+else
+  mv "$SECCOMP.new" "$SECCOMP"
+  log "wrote $SECCOMP (new namespaces only with CAP_SYS_ADMIN, as under Docker)"
 fi
 
 # --- 3. the API service ----------------------------------------------------------------------

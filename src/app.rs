@@ -232,15 +232,25 @@ const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 /// is answered at once.
 async fn prepare_in_background(worlds: Arc<Worlds>) {
     let anchor = worlds.anchor();
-    // A RUNTIME the daemon lacks: said once here; every call that needs a container is
+    // The engine, told apart once, and the RUNTIME asked for: a RUNTIME the engine would ignore
+    // (Podman) or the daemon lacks is said once here; every call that needs a container is
     // refused with the same message (the server still answers, so the client can show it).
-    match anchor.sandbox.check_runtime().await {
+    let runtime = anchor.config.runtime.as_deref();
+    let checked = match anchor.sandbox.check_engine(runtime).await {
+        Ok(kind) => {
+            tracing::info!(engine = kind.as_str(), "container engine");
+            anchor.sandbox.check_runtime().await
+        }
+        Err(e) => Err(e),
+    };
+    match checked {
         Err(e) if !e.is_unavailable() => {
             tracing::error!("{e}");
             sweep(&worlds).await;
             return;
         }
-        _ => {}
+        Err(e) => tracing::debug!("container engine not reachable yet: {e}"),
+        Ok(()) => {}
     }
     if let Err(e) = anchor
         .sandbox

@@ -137,6 +137,14 @@ pub enum EngineError {
         status: u16,
         message: String,
     },
+    /// The engine cannot do what was asked without weakening it (e.g. Podman and a per-container
+    /// OCI runtime): refused rather than silently downgraded.
+    #[error("{engine} cannot {what}; {hint}")]
+    Unsupported {
+        engine: &'static str,
+        what: String,
+        hint: &'static str,
+    },
     /// The daemon's answer could not be understood.
     #[error("Docker failed to {op}{}: {source}", on_container(container))]
     Malformed {

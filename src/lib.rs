@@ -14,7 +14,8 @@
 //! - [`packages`]: validation of requirements and package names, install plans (pure).
 //! - [`sandbox`]: running programs in containers — pool, environment volumes, runner,
 //!   lifecycle, container policy — through the [`sandbox::engine::ContainerEngine`] seam, which
-//!   [`sandbox::docker`] implements (the only code that talks to Docker).
+//!   [`sandbox::docker`] implements (the only code that talks to Docker, or to Podman through
+//!   its Docker-compatible API).
 //! - [`config`]: settings (CLI flags and environment variables) → validated [`config::Config`].
 //! - [`environment`]: the environment kinds, their names/paths and interpreters (pure data).
 //! - [`principal`]: who is calling over HTTP (a validated name; one world each).

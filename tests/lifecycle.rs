@@ -146,6 +146,14 @@ async fn a_starting_server_leaves_another_live_servers_containers_alone() -> any
     Ok(())
 }
 
+/// The socket of the engine the tests use: DOCKER_HOST's (Podman's, say), else Docker's.
+fn daemon_socket() -> String {
+    std::env::var("DOCKER_HOST")
+        .ok()
+        .and_then(|h| h.strip_prefix("unix://").map(str::to_string))
+        .unwrap_or_else(|| "/var/run/docker.sock".to_string())
+}
+
 /// A Unix-socket proxy in front of the real Docker daemon that the test can cut and restore,
 /// to play a daemon that goes away and comes back.
 struct DockerProxy {
@@ -170,9 +178,7 @@ impl DockerProxy {
         self.task = Some(tokio::spawn(async move {
             while let Ok((mut client, _)) = listener.accept().await {
                 let conn = tokio::spawn(async move {
-                    if let Ok(mut daemon) =
-                        tokio::net::UnixStream::connect("/var/run/docker.sock").await
-                    {
+                    if let Ok(mut daemon) = tokio::net::UnixStream::connect(daemon_socket()).await {
                         let _ = tokio::io::copy_bidirectional(&mut client, &mut daemon).await;
                     }
                 });

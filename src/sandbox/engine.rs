@@ -74,6 +74,8 @@ pub struct ContainerSpec {
     pub mounts: Vec<MountSpec>,
     /// The OCI runtime (e.g. `runsc`); `None` for the daemon's default.
     pub runtime: Option<String>,
+    /// A seccomp profile file on the engine's host; `None` for the engine's default profile.
+    pub seccomp_profile: Option<String>,
 }
 
 /// What creating a container gave.
@@ -132,6 +134,67 @@ pub struct ListedContainer {
     pub created: i64,
 }
 
+/// Which engine answers behind the Docker API, told apart once, at first contact (from the
+/// components of its `/version` answer). Policy and startup checks adapt to it without naming
+/// a client library.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EngineKind {
+    /// Docker Engine (dockerd).
+    Docker,
+    /// Podman's Docker-compatible API (`podman system service`).
+    Podman,
+}
+
+impl EngineKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EngineKind::Docker => "Docker",
+            EngineKind::Podman => "Podman",
+        }
+    }
+
+    /// Ok when containers can run under `runtime` (`None`: the engine's default). Podman's
+    /// compatible API accepts a container's runtime (`HostConfig.Runtime`) and ignores it: every
+    /// container would run under its default runtime, a silent downgrade of the isolation asked
+    /// for, so any runtime is refused there.
+    pub fn check_runtime(self, runtime: Option<&str>) -> Result<(), EngineError> {
+        match (self, runtime) {
+            (EngineKind::Podman, Some(runtime)) => Err(podman_ignores_runtime(Some(runtime))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Ok when a container's runtime can be chosen at all (see [`EngineKind::check_runtime`]).
+    pub fn check_runtime_choice(self) -> Result<(), EngineError> {
+        match self {
+            EngineKind::Docker => Ok(()),
+            EngineKind::Podman => Err(podman_ignores_runtime(None)),
+        }
+    }
+}
+
+impl std::fmt::Display for EngineKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+fn podman_ignores_runtime(runtime: Option<&str>) -> EngineError {
+    let asked = match runtime {
+        Some(runtime) => format!("run containers under the OCI runtime {runtime:?} (RUNTIME)"),
+        None => "choose the OCI runtime of a container (RUNTIME)".to_string(),
+    };
+    EngineError::Unsupported {
+        engine: EngineKind::Podman.as_str(),
+        what: format!(
+            "{asked}: its Docker-compatible API ignores a container's runtime \
+             (HostConfig.Runtime), so containers would silently get its default runtime"
+        ),
+        hint: "unset RUNTIME, or point DOCKER_HOST at a Docker daemon that has the runtime \
+               registered (scripts/setup-gvisor.sh)",
+    }
+}
+
 /// A volume listed by label.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListedVolume {
@@ -143,6 +206,8 @@ pub struct ListedVolume {
 /// and must be safe to call concurrently.
 #[async_trait]
 pub trait ContainerEngine: Send + Sync + std::fmt::Debug {
+    /// Which engine this is (connects on first use; the answer is kept).
+    async fn kind(&self) -> Result<EngineKind, EngineError>;
     /// The id of a local image; `None` when it does not exist.
     async fn image_id(&self, image: &str) -> Result<Option<String>, EngineError>;
     /// Creates (does not start) a container named `name`.
@@ -184,4 +249,28 @@ pub trait ContainerEngine: Send + Sync + std::fmt::Debug {
     async fn download_archive(&self, id: &str, path: &str) -> Result<Bytes, EngineError>;
     /// The OCI runtimes the daemon offers (e.g. `runc`, `runsc`).
     async fn runtimes(&self) -> Result<Vec<String>, EngineError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn podman_refuses_a_runtime_it_would_ignore() {
+        assert!(EngineKind::Docker.check_runtime(Some("runsc")).is_ok());
+        assert!(EngineKind::Docker.check_runtime_choice().is_ok());
+        assert!(EngineKind::Podman.check_runtime(None).is_ok());
+        let message = EngineKind::Podman
+            .check_runtime(Some("runsc"))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            message.starts_with("Podman cannot run containers under"),
+            "{message}"
+        );
+        assert!(message.contains("\"runsc\""), "{message}");
+        assert!(message.contains("unset RUNTIME"), "{message}");
+        assert!(EngineKind::Podman.check_runtime_choice().is_err());
+    }
 }

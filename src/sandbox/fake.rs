@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::engine::{
-    Attached, ContainerEngine, ContainerSpec, ContainerState, Created, ListedContainer,
+    Attached, ContainerEngine, ContainerSpec, ContainerState, Created, EngineKind, ListedContainer,
     ListedVolume, MountKind, OutputChunk, OutputStream,
 };
 use super::labels::LABEL_PURPOSE;
@@ -71,6 +71,8 @@ struct State {
     down: bool,
     /// Calls still answered before the engine goes away.
     down_after: Option<usize>,
+    /// The engine it plays (Docker unless a test sets Podman); asking is not recorded.
+    kind: Option<EngineKind>,
 }
 
 impl State {
@@ -159,6 +161,14 @@ fn new_container(st: &mut State, spec: ContainerSpec, name: &str, created: i64) 
 
 #[async_trait]
 impl ContainerEngine for FakeEngine {
+    async fn kind(&self) -> Result<EngineKind, EngineError> {
+        let st = lock(&self.state);
+        if st.down {
+            return Err(unavailable());
+        }
+        Ok(st.kind.unwrap_or(EngineKind::Docker))
+    }
+
     async fn image_id(&self, image: &str) -> Result<Option<String>, EngineError> {
         Ok(self
             .enter(format!("image_id {image}"))?

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::engine::{Attached, ContainerEngine, ContainerSpec, Created};
 use super::labels::{self, LABEL_INSTANCE, LABEL_MANAGED, LABEL_PURPOSE, SENTINEL};
+use super::policy;
 use crate::environment::EnvSpec;
 use crate::error::SandboxError;
 use crate::limits::Images;
@@ -156,8 +157,9 @@ impl Lifecycle {
         }
     }
 
-    /// Creates a container named `name` (a fresh random name when `None`). After the engine
-    /// answers again, removals it could not do earlier are retried.
+    /// Creates a container named `name` (a fresh random name when `None`), from `spec` as the
+    /// engine must be asked for it ([`policy::for_engine`]). After the engine answers again,
+    /// removals it could not do earlier are retried.
     pub async fn create(
         &self,
         spec: &ContainerSpec,
@@ -170,7 +172,9 @@ impl Lifecycle {
             || format!("mce-{}", uuid::Uuid::new_v4().simple()),
             str::to_string,
         );
-        let created = self.engine.create(spec, &name).await?;
+        let kind = self.engine.kind().await?;
+        let spec = policy::for_engine(spec, kind);
+        let created = self.engine.create(&spec, &name).await?;
         if matches!(created, Created::Id(_)) && !lock(&self.inner.pending_removals).is_empty() {
             self.retry_removals().await;
         }
@@ -303,9 +307,11 @@ impl Lifecycle {
         if self.is_closed() {
             return Ok(true);
         }
+        let kind = self.engine.kind().await?;
+        let spec = policy::for_engine(spec, kind);
         let id = match self
             .engine
-            .create(spec, &labels::sentinel_name(self.instance()))
+            .create(&spec, &labels::sentinel_name(self.instance()))
             .await?
         {
             Created::Id(id) => id,

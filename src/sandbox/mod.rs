@@ -15,7 +15,8 @@
 //!   the settings, and the check that the daemon offers it;
 //!   [`output`]: capped capture, pure;
 //! - [`engine`]: the [`engine::ContainerEngine`] trait, the only door to containers;
-//!   [`docker`] implements it (the only bollard code); `fake` is the recording test double.
+//!   [`docker`] implements it (the only bollard code, Docker and Podman's compatible API
+//!   alike); `fake` is the recording test double.
 
 pub mod copy;
 pub mod docker;
@@ -43,7 +44,7 @@ use tokio_util::sync::CancellationToken;
 use crate::environment::EnvSpec;
 use crate::error::SandboxError;
 use crate::limits::{Images, InstallSource, Limits};
-use engine::{ContainerEngine, ContainerSpec};
+use engine::{ContainerEngine, ContainerSpec, EngineKind};
 use lifecycle::{Lifecycle, unix_now};
 use policy::{Purpose, RunPolicy};
 use pool::Pool;
@@ -240,6 +241,15 @@ impl Sandbox {
     /// once. Every container made for an environment passes the same check first.
     pub async fn check_runtime(&self) -> Result<(), SandboxError> {
         self.volumes.check_runtime().await
+    }
+
+    /// Which engine serves DOCKER_HOST, checked against what this server asks of it: an OCI
+    /// runtime (`runtime`, from RUNTIME) is refused on an engine that would ignore it
+    /// (Podman), never silently dropped. Called once at start.
+    pub async fn check_engine(&self, runtime: Option<&str>) -> Result<EngineKind, SandboxError> {
+        let kind = self.life.engine().kind().await?;
+        kind.check_runtime(runtime)?;
+        Ok(kind)
     }
 
     /// Checks that the engine answers and the image of `env` exists.

@@ -13,11 +13,19 @@
 //! `/tmp`, memory = memory+swap, CPU and pids limits, init, no core dumps, private IPC, an
 //! allow-listed environment, and a deadline enforced inside it. Under an OCI runtime other than
 //! the daemon's default (`RUNTIME`), [`super::runtime`] adds what that runtime needs.
+//!
+//! [`for_engine`] adapts a spec to the engine that makes it, so that every engine gives a
+//! container the same walls: on Podman, a read-only root gets read-only `/run` and `/var/tmp`
+//! (Podman would add writable, unbounded tmpfs there), a listed `nproc` (Podman requires it
+//! when any ulimit is listed), and the seccomp profile `scripts/setup-podman.sh` writes:
+//! Podman's default profile allows `unshare`/`clone` of new namespaces (user namespaces above
+//! all) to everyone, Docker's only to CAP_SYS_ADMIN.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use super::copy::COPY_MOUNT;
-use super::engine::{ContainerSpec, MountKind, MountSpec};
+use super::engine::{ContainerSpec, EngineKind, MountKind, MountSpec};
 use super::labels::{self, LABEL_ENV};
 use super::runtime;
 use crate::environment::EnvSpec;
@@ -308,6 +316,49 @@ pub fn container_spec(policy: &RunPolicy) -> ContainerSpec {
     spec.mounts = mounts(policy);
     runtime::apply(&mut spec, runtime::for_purpose(policy.runtime, purpose));
     spec
+}
+
+/// The `nproc` limit a container gets on Podman when its create lists ulimits: Podman then
+/// drops its default ulimits, and requires nproc and nofile to be listed, no higher than its own
+/// hard limits without CAP_SYS_RESOURCE (`scripts/setup-podman.sh` sets 32768 as the default).
+/// It bounds the processes of the run user across the host; the pids limit bounds the
+/// container's own.
+pub const PODMAN_NPROC: i64 = 32768;
+/// Where Podman mounts extra writable tmpfs (without a size limit) when the root is read-only.
+pub const PODMAN_EXTRA_TMPFS: [&str; 2] = ["/run", "/var/tmp"];
+/// The tmpfs mounted there instead: read-only, like the rest of the root (Podman copies the
+/// image's files at the path into it, so it looks as under Docker).
+pub const READONLY_TMPFS: &str = "ro,nosuid,nodev,noexec,size=1m";
+
+/// The seccomp profile containers get on Podman (written by `scripts/setup-podman.sh`): Podman's
+/// default profile with new namespaces (`unshare`, `clone` with `CLONE_NEW*`, `clone3`, `setns`,
+/// `mount`, ...) only for CAP_SYS_ADMIN, as in Docker's default profile.
+pub const PODMAN_SECCOMP_PROFILE: &str = "/etc/containers/mcp-code-executor/seccomp.json";
+
+/// `spec` as `kind` must be asked for it so that the container gets the same walls everywhere
+/// (see the module header). Docker takes it as it is.
+pub fn for_engine(spec: &ContainerSpec, kind: EngineKind) -> Cow<'_, ContainerSpec> {
+    if kind == EngineKind::Docker {
+        return Cow::Borrowed(spec);
+    }
+    let mut spec = spec.clone();
+    spec.seccomp_profile
+        .get_or_insert_with(|| PODMAN_SECCOMP_PROFILE.to_string());
+    if spec.readonly_rootfs {
+        for path in PODMAN_EXTRA_TMPFS {
+            spec.tmpfs
+                .entry(path.to_string())
+                .or_insert_with(|| READONLY_TMPFS.to_string());
+        }
+    }
+    if !spec.ulimits.is_empty() {
+        for (name, value) in [("nproc", PODMAN_NPROC), ("nofile", OPEN_FILES_LIMIT)] {
+            if !spec.ulimits.iter().any(|(n, _)| n == name) {
+                spec.ulimits.push((name.to_string(), value));
+            }
+        }
+    }
+    Cow::Owned(spec)
 }
 
 /// The lock container: never started, mounts nothing, and carries a deadline so that the
@@ -803,5 +854,53 @@ mod tests {
             Some("gVisor user-space kernel (OCI runtime runsc)")
         );
         assert_eq!(words.len(), 10);
+    }
+
+    #[test]
+    fn podman_gets_the_same_walls() {
+        let env = venv();
+        let run = spec_for(Purpose::Run, &env);
+        assert_eq!(for_engine(&run, EngineKind::Docker).as_ref(), &run);
+        let podman = for_engine(&run, EngineKind::Podman).into_owned();
+        for path in PODMAN_EXTRA_TMPFS {
+            let options = podman.tmpfs.get(path).map(String::as_str);
+            assert_eq!(options, Some(READONLY_TMPFS), "{path}");
+        }
+        assert_eq!(podman.tmpfs.get("/tmp"), run.tmpfs.get("/tmp"));
+        assert!(
+            podman
+                .ulimits
+                .contains(&("nproc".to_string(), PODMAN_NPROC))
+        );
+        // Nothing else changes.
+        assert_eq!(
+            podman.seccomp_profile.as_deref(),
+            Some(PODMAN_SECCOMP_PROFILE)
+        );
+        let same = ContainerSpec {
+            tmpfs: run.tmpfs.clone(),
+            ulimits: run.ulimits.clone(),
+            seccomp_profile: None,
+            ..podman.clone()
+        };
+        assert_eq!(same, run);
+        assert_eq!(podman.ulimits.len(), run.ulimits.len() + 1);
+
+        // A container without ulimits keeps Podman's defaults; a writable root gets no tmpfs.
+        let mut lock = lock_container("img", "i", 0, 10);
+        lock.readonly_rootfs = false;
+        let podman_lock = for_engine(&lock, EngineKind::Podman).into_owned();
+        assert_eq!(podman_lock.ulimits, lock.ulimits);
+        assert_eq!(podman_lock.tmpfs, lock.tmpfs);
+        // A nproc already chosen (gVisor's guest bound) is kept.
+        let mut bounded = run.clone();
+        bounded.ulimits.push(("nproc".to_string(), 64));
+        let bounded = for_engine(&bounded, EngineKind::Podman).into_owned();
+        let nprocs: Vec<_> = bounded
+            .ulimits
+            .iter()
+            .filter(|(n, _)| n == "nproc")
+            .collect();
+        assert_eq!(nprocs, [&("nproc".to_string(), 64)]);
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::{Behaviour, FakeEngine, new_container};
-use crate::sandbox::engine::ContainerSpec;
+use crate::sandbox::engine::{ContainerSpec, EngineKind};
 use crate::sandbox::labels::LABEL_PURPOSE;
 use crate::sandbox::lifecycle::lock;
 
@@ -32,6 +32,11 @@ impl FakeEngine {
             Some(id) => st.images.insert(name.to_string(), id.to_string()),
             None => st.images.remove(name),
         };
+    }
+
+    /// The engine plays `kind` from now on.
+    pub fn set_kind(&self, kind: EngineKind) {
+        lock(&self.state).kind = Some(kind);
     }
 
     /// The next started container does `b` (queued in order, before the chooser).

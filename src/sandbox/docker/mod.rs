@@ -1,9 +1,12 @@
-//! The Docker engine: implements [`ContainerEngine`] with bollard, and is the only file that
-//! names a bollard type. Connects lazily (so the server answers `initialize` without waiting for
-//! Docker, and recovers when the daemon comes back), negotiates the API version down to the
-//! daemon's (Docker 20.10 speaks 1.41), translates [`ContainerSpec`] into Docker's create body,
-//! and maps bollard's errors to [`EngineError`]s that keep bollard's error as their source.
-//! It is longer than our usual 400 lines on purpose: every bollard name stays in this one file.
+//! The Docker engine: implements [`ContainerEngine`] with bollard; this folder is the only code
+//! that names a bollard type. Connects lazily (so the server answers `initialize` without
+//! waiting for Docker, and recovers when the daemon comes back), negotiates the API version down
+//! to the daemon's (Docker 20.10 speaks 1.41), tells Docker from Podman's Docker-compatible API
+//! at first contact ([`EngineKind`], from `/version`), translates [`ContainerSpec`] into the
+//! create body, and adapts to what Podman answers differently. [`errors`]: what the engine's
+//! error answers mean, mapped to [`EngineError`]s.
+
+mod errors;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -29,18 +32,27 @@ use futures_util::{StreamExt, TryStreamExt};
 use tokio::sync::Mutex;
 
 use super::engine::{
-    Attached, ContainerEngine, ContainerSpec, ContainerState, Created, ListedContainer,
+    Attached, ContainerEngine, ContainerSpec, ContainerState, Created, EngineKind, ListedContainer,
     ListedVolume, MountKind, OutputChunk, OutputStream,
 };
 use crate::error::EngineError;
+use errors::{
+    absent_ok, is_image_missing, is_name_taken, is_state_improper, kill_settled, map_err,
+    removal_settled, unavailable,
+};
 
 /// Timeout of one API request (bollard's default is 120 s). Long waits use streams instead.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long a force-removal Podman refuses while the container exits is retried.
+const REMOVE_RETRY_FOR: Duration = Duration::from_secs(10);
+/// The pause between those retries.
+const REMOVE_RETRY_EVERY: Duration = Duration::from_millis(100);
+
 /// A lazily connected Docker client; clones share the connection.
 #[derive(Debug, Default, Clone)]
 pub struct DockerEngine {
-    client: std::sync::Arc<Mutex<Option<Docker>>>,
+    client: std::sync::Arc<Mutex<Option<(Docker, EngineKind)>>>,
 }
 
 impl DockerEngine {
@@ -48,12 +60,12 @@ impl DockerEngine {
         Self::default()
     }
 
-    /// The connected client; connects (and negotiates the API version) on first use and after
-    /// the daemon was unreachable.
-    async fn client(&self) -> Result<Docker, EngineError> {
+    /// The connected client; connects (negotiates the API version, tells Docker from Podman)
+    /// on first use and after the daemon was unreachable.
+    async fn connected(&self) -> Result<(Docker, EngineKind), EngineError> {
         let mut guard = self.client.lock().await;
-        if let Some(client) = guard.as_ref() {
-            return Ok(client.clone());
+        if let Some(connected) = guard.as_ref() {
+            return Ok(connected.clone());
         }
         let client = Docker::connect_with_defaults()
             .map_err(unavailable)?
@@ -61,8 +73,19 @@ impl DockerEngine {
             .negotiate_version()
             .await
             .map_err(unavailable)?;
-        *guard = Some(client.clone());
-        Ok(client)
+        let version = client
+            .version()
+            .await
+            .map_err(|e| map_err("read the engine's version", None, e))?;
+        let components = version.components.unwrap_or_default();
+        let kind = engine_kind(components.iter().map(|c| c.name.as_str()));
+        tracing::debug!(engine = kind.as_str(), "connected to the container engine");
+        *guard = Some((client.clone(), kind));
+        Ok((client, kind))
+    }
+
+    async fn client(&self) -> Result<Docker, EngineError> {
+        Ok(self.connected().await?.0)
     }
 
     /// Runs one request; maps its error, and forgets the connection after a transport failure
@@ -108,31 +131,33 @@ fn output_of(
     }))
 }
 
-/// `Ok(None)` for a 404 answer (the thing does not exist), else the result as it is.
-fn absent_ok<T>(r: Result<T, BollardError>) -> Result<Option<T>, BollardError> {
-    match r {
-        Ok(v) => Ok(Some(v)),
-        Err(BollardError::DockerResponseServerError {
-            status_code: 404, ..
-        }) => Ok(None),
-        Err(e) => Err(e),
+/// The engine behind the Docker API, from the component names of its `/version` answer:
+/// Podman's service names itself "Podman Engine".
+fn engine_kind<'a>(mut components: impl Iterator<Item = &'a str>) -> EngineKind {
+    if components.any(|name| name.to_ascii_lowercase().starts_with("podman")) {
+        EngineKind::Podman
+    } else {
+        EngineKind::Docker
     }
 }
 
-/// Success for a 404 or 409 answer: what was asked for is already so (gone, not running, or
-/// being removed).
-fn settled_ok(r: Result<(), BollardError>) -> Result<(), BollardError> {
-    match r {
-        Err(BollardError::DockerResponseServerError {
-            status_code: 404 | 409,
-            ..
-        }) => Ok(()),
-        other => other,
+/// The error for a seccomp profile the engine cannot open: where it comes from.
+fn missing_seccomp_profile(profile: &str, message: &str) -> EngineError {
+    EngineError::Unsupported {
+        engine: "the container engine",
+        what: format!("apply the seccomp profile {profile} ({message})"),
+        hint: "on Podman, run scripts/setup-podman.sh as root: it writes that profile (Podman's \
+               default profile lets code create user namespaces, Docker's does not, and runs \
+               never get less than Docker gives)",
     }
 }
 
 #[async_trait]
 impl ContainerEngine for DockerEngine {
+    async fn kind(&self) -> Result<EngineKind, EngineError> {
+        Ok(self.connected().await?.1)
+    }
+
     async fn image_id(&self, image: &str) -> Result<Option<String>, EngineError> {
         let info = self
             .call("inspect an image", None, |c| async move {
@@ -143,22 +168,26 @@ impl ContainerEngine for DockerEngine {
     }
 
     async fn create(&self, spec: &ContainerSpec, name: &str) -> Result<Created, EngineError> {
+        self.kind().await?.check_runtime(spec.runtime.as_deref())?;
         let body = create_body(spec);
         let options = CreateContainerOptionsBuilder::new().name(name).build();
         self.call("create a container", None, |c| async move {
             match c.create_container(Some(options), body).await {
                 Ok(created) => Ok(Created::Id(created.id)),
-                Err(BollardError::DockerResponseServerError {
-                    status_code: 404,
-                    message,
-                }) if message.contains("image") => Ok(Created::ImageMissing),
-                Err(BollardError::DockerResponseServerError {
-                    status_code: 409, ..
-                }) => Ok(Created::NameTaken),
+                Err(e) if is_image_missing(&e) => Ok(Created::ImageMissing),
+                Err(e) if is_name_taken(&e) => Ok(Created::NameTaken),
                 Err(e) => Err(e),
             }
         })
         .await
+        .map_err(|e| match (&spec.seccomp_profile, e) {
+            (Some(profile), EngineError::Refused { message, .. })
+                if message.contains("seccomp profile") =>
+            {
+                missing_seccomp_profile(profile, &message)
+            }
+            (_, e) => e,
+        })
     }
 
     async fn attach(&self, id: &str) -> Result<Attached, EngineError> {
@@ -243,9 +272,8 @@ impl ContainerEngine for DockerEngine {
 
     async fn kill(&self, id: &str) -> Result<(), EngineError> {
         let options = KillContainerOptionsBuilder::new().signal("KILL").build();
-        // 404: gone; 409: not running.
         self.call("kill a container", Some(id), |c| async move {
-            settled_ok(c.kill_container(id, Some(options)).await)
+            kill_settled(c.kill_container(id, Some(options)).await)
         })
         .await
     }
@@ -255,11 +283,34 @@ impl ContainerEngine for DockerEngine {
             .force(true)
             .v(true)
             .build();
-        // 404: gone; 409: removal already in progress.
-        self.call("remove a container", Some(id), |c| async move {
-            settled_ok(c.remove_container(id, Some(options)).await)
-        })
-        .await
+        // Podman refuses to force-remove a container while it is exiting: try again shortly.
+        let until = tokio::time::Instant::now() + REMOVE_RETRY_FOR;
+        loop {
+            let options = options.clone();
+            let removed = self
+                .call("remove a container", Some(id), |c| async move {
+                    match removal_settled(c.remove_container(id, Some(options)).await) {
+                        Err(e) if is_state_improper(&e) => Ok(false),
+                        other => other.map(|()| true),
+                    }
+                })
+                .await?;
+            if removed {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= until {
+                return Err(EngineError::Refused {
+                    op: "remove a container",
+                    container: Some(id.chars().take(12).collect()),
+                    status: 500,
+                    message: format!(
+                        "the engine still refused after {}s: container state improper",
+                        REMOVE_RETRY_FOR.as_secs()
+                    ),
+                });
+            }
+            tokio::time::sleep(REMOVE_RETRY_EVERY).await;
+        }
     }
 
     async fn rename(&self, id: &str, name: &str) -> Result<(), EngineError> {
@@ -379,6 +430,8 @@ impl ContainerEngine for DockerEngine {
     }
 
     async fn runtimes(&self) -> Result<Vec<String>, EngineError> {
+        // Podman lists runtimes it would not honour per container: refused rather than listed.
+        self.kind().await?.check_runtime_choice()?;
         let info = self
             .call("read the daemon's information", None, |c| async move {
                 c.info().await
@@ -397,9 +450,7 @@ fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
         network_mode: Some(spec.network.clone()),
         cap_drop: some_vec(&spec.cap_drop),
         cap_add: some_vec(&spec.cap_add),
-        security_opt: spec
-            .no_new_privileges
-            .then(|| vec!["no-new-privileges:true".to_string()]),
+        security_opt: security_opt(spec),
         readonly_rootfs: Some(spec.readonly_rootfs),
         tmpfs: (!spec.tmpfs.is_empty()).then(|| spec.tmpfs.clone()),
         memory: spec.memory_bytes,
@@ -447,6 +498,18 @@ fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
     }
 }
 
+/// `no-new-privileges` and the seccomp profile file, when asked for.
+fn security_opt(spec: &ContainerSpec) -> Option<Vec<String>> {
+    let mut options = Vec::new();
+    if spec.no_new_privileges {
+        options.push("no-new-privileges:true".to_string());
+    }
+    if let Some(profile) = &spec.seccomp_profile {
+        options.push(format!("seccomp={profile}"));
+    }
+    (!options.is_empty()).then_some(options)
+}
+
 fn mount(m: &super::engine::MountSpec) -> Mount {
     let (typ, volume_options) = match m.kind {
         MountKind::Bind => (MountType::BIND, None),
@@ -469,33 +532,16 @@ fn mount(m: &super::engine::MountSpec) -> Mount {
     }
 }
 
-fn unavailable(e: BollardError) -> EngineError {
-    EngineError::Unavailable {
-        source: Box::new(e),
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// An answer from the daemon is a refusal; an unreadable answer is malformed; anything else
-/// means the daemon is unreachable.
-fn map_err(op: &'static str, container: Option<&str>, e: BollardError) -> EngineError {
-    let container = container.map(|id| id.chars().take(12).collect());
-    match e {
-        BollardError::DockerResponseServerError {
-            status_code,
-            message,
-        } => EngineError::Refused {
-            op,
-            container,
-            status: status_code,
-            message,
-        },
-        e @ (BollardError::JsonDataError { .. } | BollardError::JsonSerdeError { .. }) => {
-            EngineError::Malformed {
-                op,
-                container,
-                source: Box::new(e),
-            }
-        }
-        other => unavailable(other),
+    #[test]
+    fn podman_is_told_apart_by_its_version_components() {
+        let podman = ["Podman Engine", "Conmon", "OCI Runtime (runc)"];
+        assert_eq!(engine_kind(podman.into_iter()), EngineKind::Podman);
+        let docker = ["Engine", "containerd", "runc", "docker-init"];
+        assert_eq!(engine_kind(docker.into_iter()), EngineKind::Docker);
+        assert_eq!(engine_kind(std::iter::empty()), EngineKind::Docker);
     }
 }
