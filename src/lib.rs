@@ -13,7 +13,7 @@
 //!   decompression bombs, downscaling, re-encoding (pure).
 //! - [`packages`]: validation of requirements and package names, install plans (pure).
 //! - [`sandbox`]: running programs in containers — pool, environment volumes, runner,
-//!   lifecycle, container policy — through the [`sandbox::engine::ContainerEngine`] seam, which
+//!   lifecycle, container policy, OCI runtimes, copy mode's tar transfer — through the [`sandbox::engine::ContainerEngine`] seam, which
 //!   [`sandbox::docker`] implements (the only code that talks to Docker, or to Podman through
 //!   its Docker-compatible API).
 //! - [`config`]: settings (CLI flags and environment variables) → validated [`config::Config`].
