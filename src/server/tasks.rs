@@ -57,6 +57,9 @@ pub fn get(state: &State, task_id: &str) -> Result<GetTaskResult, ErrorData> {
         Found::Here(h) => (h.started_unix, payload_of(&h)),
         Found::Stored(r) => {
             let payload = match (r.state, r.result) {
+                // Another live server runs it, or this one is about to take it over (its
+                // sweeps adopt the runs of servers that are gone).
+                (RunState::Running, _) => TaskPayload::Working,
                 (RunState::Cancelled, _) => TaskPayload::Cancelled,
                 (_, Some(result)) => completed(&result),
                 (_, None) => TaskPayload::Failed {
