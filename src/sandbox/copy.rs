@@ -51,7 +51,7 @@ fn io_err(what: &str, e: impl std::fmt::Display) -> SandboxError {
 pub fn pack(settings: &CopySettings, owner: (u32, u32)) -> Result<Vec<u8>, SandboxError> {
     let mut builder = tar::Builder::new(Vec::new());
     let mut total = 0u64;
-    append_dir(&mut builder, TOP, owner)?;
+    append(&mut builder, Path::new(TOP), None, owner)?;
     let mut pending = vec![(settings.root.clone(), PathBuf::from(TOP))];
     while let Some((dir, name)) = pending.pop() {
         let entries = std::fs::read_dir(&dir).map_err(|e| io_err("read the storage folder", e))?;
@@ -66,7 +66,7 @@ pub fn pack(settings: &CopySettings, owner: (u32, u32)) -> Result<Vec<u8>, Sandb
             };
             let inner = name.join(&file_name);
             if kind.is_dir() {
-                append_dir(&mut builder, &inner.to_string_lossy(), owner)?;
+                append(&mut builder, &inner, None, owner)?;
                 pending.push((entry.path(), inner));
             } else if kind.is_file() {
                 let data = std::fs::read(entry.path()).map_err(|e| io_err("read a file", e))?;
@@ -79,7 +79,7 @@ pub fn pack(settings: &CopySettings, owner: (u32, u32)) -> Result<Vec<u8>, Sandb
                         max: settings.max_total_bytes,
                     });
                 }
-                append_file(&mut builder, &inner, &data, owner)?;
+                append(&mut builder, &inner, Some(&data), owner)?;
             }
         }
     }
@@ -88,37 +88,31 @@ pub fn pack(settings: &CopySettings, owner: (u32, u32)) -> Result<Vec<u8>, Sandb
         .map_err(|e| io_err("pack the storage folder", e))
 }
 
-fn append_dir(
-    b: &mut tar::Builder<Vec<u8>>,
-    path: &str,
-    owner: (u32, u32),
-) -> Result<(), SandboxError> {
-    let mut h = tar::Header::new_gnu();
-    h.set_entry_type(tar::EntryType::Directory);
-    h.set_mode(0o755);
-    h.set_uid(owner.0.into());
-    h.set_gid(owner.1.into());
-    h.set_size(0);
-    h.set_mtime(crate::sandbox::lifecycle::unix_now());
-    b.append_data(&mut h, format!("{path}/"), std::io::empty())
-        .map_err(|e| io_err("pack a folder", e))
-}
-
-fn append_file(
+/// Appends a folder (`data` None) or a file to the archive, owned by `owner`.
+fn append(
     b: &mut tar::Builder<Vec<u8>>,
     path: &Path,
-    data: &[u8],
+    data: Option<&[u8]>,
     owner: (u32, u32),
 ) -> Result<(), SandboxError> {
     let mut h = tar::Header::new_gnu();
-    h.set_entry_type(tar::EntryType::Regular);
-    h.set_mode(0o644);
+    let (kind, mode, bytes, path) = match data {
+        None => (
+            tar::EntryType::Directory,
+            0o755,
+            &[][..],
+            PathBuf::from(format!("{}/", path.display())),
+        ),
+        Some(d) => (tar::EntryType::Regular, 0o644, d, path.to_path_buf()),
+    };
+    h.set_entry_type(kind);
+    h.set_mode(mode);
     h.set_uid(owner.0.into());
     h.set_gid(owner.1.into());
-    h.set_size(data.len() as u64);
+    h.set_size(bytes.len() as u64);
     h.set_mtime(crate::sandbox::lifecycle::unix_now());
-    b.append_data(&mut h, path, data)
-        .map_err(|e| io_err("pack a file", e))
+    b.append_data(&mut h, path, bytes)
+        .map_err(|e| io_err("pack the storage folder", e))
 }
 
 /// Writes the files of `archive` (the engine's archive of [`COPY_WORKDIR`]) that are new or
@@ -227,9 +221,9 @@ mod tests {
     /// An archive as the engine returns it for COPY_WORKDIR.
     fn archive(files: &[(&str, &[u8])]) -> Vec<u8> {
         let mut b = tar::Builder::new(Vec::new());
-        append_dir(&mut b, TOP, (1000, 1000)).unwrap();
+        append(&mut b, Path::new(TOP), None, (1000, 1000)).unwrap();
         for (path, data) in files {
-            append_file(&mut b, Path::new(path), data, (1000, 1000)).unwrap();
+            append(&mut b, Path::new(path), Some(data), (1000, 1000)).unwrap();
         }
         b.into_inner().unwrap()
     }

@@ -7,7 +7,8 @@
 //! - [`sessions`] (and `session_call`): live interpreters that keep state across calls and
 //!   outlive the server;
 //! - [`pool`]: pre-started single-use containers; [`volumes`]: environment volumes and seeding;
-//! - [`runner`]: the conversation with one container's runner, cold or warm; [`copy`]: the
+//! - [`runner`]: a job in a cold or warm container, and [`conversation`] with its runner
+//!   (or following a dead server's run from its logs); [`copy`]: the
 //!   storage folder's files in and out of a run as tar streams (STORAGE_MODE=copy);
 //! - [`lifecycle`]: instance id, slots, creation, removal on every path, sentinel, sweeps;
 //! - [`policy`] (container settings) and [`labels`] (names, labels, leftover rules): pure;
@@ -18,6 +19,7 @@
 //!   [`docker`] implements it (the only bollard code, Docker and Podman's compatible API
 //!   alike); `fake` is the recording test double.
 
+pub mod conversation;
 pub mod copy;
 pub mod docker;
 pub mod engine;
@@ -309,18 +311,20 @@ impl Sandbox {
     ) -> Result<RunOutcome, SandboxError> {
         let now = std::time::Instant::now();
         let started = now.checked_sub(elapsed).unwrap_or(now);
-        let watch = runner::Watch {
+        let watch = conversation::Watch {
             marker,
             limit: limits.output_bytes,
             live: Some(live),
             deadline: tokio::time::Instant::now() + limits.timeout().saturating_sub(elapsed),
             cancel,
         };
-        let mut result = runner::follow(self.life.engine(), id, &watch, started).await;
-        if let (Ok(outcome), Some(copy)) = (&result, &self.settings.copy) {
-            let outcome = outcome.clone();
-            result = runner::copy_out(self.life.engine(), id, copy, outcome).await;
-        }
+        let followed = conversation::follow(self.life.engine(), id, &watch, started).await;
+        let result = match (followed, &self.settings.copy) {
+            (Ok(outcome), Some(copy)) => {
+                runner::copy_out(self.life.engine(), id, copy, outcome).await
+            }
+            (followed, _) => followed,
+        };
         self.life.release(id);
         result
     }

@@ -483,6 +483,10 @@ mod tests {
     }
 
     fn spec_for(purpose: Purpose, env: &EnvSpec) -> ContainerSpec {
+        spec_under(purpose, env, None)
+    }
+
+    fn spec_under(purpose: Purpose, env: &EnvSpec, runtime: Option<&str>) -> ContainerSpec {
         let limits = limits();
         let source = source();
         let policy = RunPolicy {
@@ -499,7 +503,7 @@ mod tests {
             preimport: &[],
             instance: "inst-1",
             now_unix: 1_000,
-            runtime: None,
+            runtime,
         };
         container_spec(&policy)
     }
@@ -803,27 +807,10 @@ mod tests {
 
     #[test]
     fn a_runtime_applies_to_every_purpose_and_installs_get_its_network_registration() {
-        let limits = limits();
-        let source = source();
         let env = venv();
         for purpose in ALL.into_iter().chain([Purpose::Session]) {
             let base = spec_for(purpose, &env);
-            let s = container_spec(&RunPolicy {
-                purpose,
-                image: "mcp-code-executor/venv",
-                env: &env,
-                env_volume: "mce-venv-vol",
-                limits: &limits,
-                run_as: (1000, 1001),
-                host_workdir: "/host/code",
-                workdir: "/data/code",
-                install: Some(&source),
-                idle_secs: 0,
-                preimport: &[],
-                instance: "inst-1",
-                now_unix: 1_000,
-                runtime: Some("runsc"),
-            });
+            let s = spec_under(purpose, &env, Some("runsc"));
             let want = if purpose == Purpose::Install {
                 "runsc-net"
             } else {

@@ -16,9 +16,10 @@ use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
+use super::conversation::frame;
 use super::engine::{Attached, ContainerEngine, ContainerState, OutputChunk};
 use super::output::MarkedStream;
-use super::runner::{Job, RunOutcome, frame};
+use super::runner::{Job, RunOutcome};
 use super::sessions::SessionInfo;
 use crate::error::SandboxError;
 

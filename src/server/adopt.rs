@@ -25,7 +25,7 @@ pub enum Adoption {
 
 /// Takes over the run of `record`, which says `running` for a server that is gone.
 pub async fn adopt(state: &Arc<State>, record: Record) -> Adoption {
-    if let Ok(super::background::Found::Here(h)) = state.runs.find(&record.run_id) {
+    if let Some(h) = state.runs.here(&record.run_id) {
         return Adoption::Adopted(h);
     }
     let Some(resumable) = state.runs.resumable(&record.run_id) else {

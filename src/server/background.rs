@@ -8,72 +8,29 @@
 //! marker, what its answer is built from) for as long as it runs: a record still saying
 //! `running` when a new server opens the world belonged to a server that stopped before the
 //! run ended, and the new server adopts the run from that file ([`Runs::adopt`], see
-//! `adopt.rs`) or, where it cannot, records it `lost` with the reason.
+//! `adopt.rs`) or, where it cannot, records it `lost` with the reason. The files themselves are
+//! `records.rs`'s. (Somewhat over 400 lines: one registry whose every method works on the same
+//! table — start, adopt, find, list, sweep, stop at shutdown.)
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use rmcp::model::CallToolResult;
-use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::contract::RunState;
+pub use super::records::{Plan, Record, Resumable};
+use super::records::{
+    is_run_id, read_record, read_records, record_path, resumable_path, write_json, write_record,
+};
 use crate::config::RunSettings;
 use crate::error::RunsError;
 use crate::limits::Limits;
 use crate::sandbox::lifecycle::unix_now;
 use crate::sandbox::output::Live;
-use crate::storage::FileStat;
-
-/// What a run's answer is built from, besides its outcome (set by the run once it knows).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Plan {
-    /// The stored file's name and path.
-    pub name: String,
-    pub path: String,
-    /// The environment it runs in, as reported.
-    pub environment: String,
-    pub limits: Limits,
-    /// The storage folder before the run (to tell which files it made or changed).
-    pub before: HashMap<String, FileStat>,
-}
-
-/// What another server needs to follow a run to its end: its plan, its container and the end
-/// marker its runner was given.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Resumable {
-    pub container: String,
-    pub marker: String,
-    pub plan: Plan,
-}
-
-/// What is kept of a run on disk (and returned by `list_runs`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Record {
-    pub run_id: String,
-    pub tool: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub file_path: Option<String>,
-    pub started_unix: u64,
-    /// The server instance that ran it.
-    #[serde(default)]
-    pub instance: String,
-    pub state: RunState,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub finished_unix: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub elapsed_secs: Option<f64>,
-    /// Why a lost run was lost.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lost_reason: Option<String>,
-    /// The final result, as the call would have answered it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub result: Option<CallToolResult>,
-}
 
 /// A run this server started.
 #[derive(Debug)]
@@ -300,13 +257,18 @@ impl Runs {
         if !is_run_id(id) {
             return Err(RunsError::BadId(id.chars().take(80).collect()));
         }
-        if let Some(h) = self.table().get(id) {
-            return Ok(Found::Here(Arc::clone(h)));
+        if let Some(h) = self.here(id) {
+            return Ok(Found::Here(h));
         }
         read_record(&self.settings.state_dir, id)
             .filter(|r| !self.expired(r))
             .map(|r| Found::Stored(Box::new(r)))
             .ok_or_else(|| RunsError::Unknown(id.to_string()))
+    }
+
+    /// The run `id` if this server has it (started or adopted); no disk read.
+    pub fn here(&self, id: &str) -> Option<Arc<RunHandle>> {
+        self.table().get(id).cloned()
     }
 
     /// Every run kept, newest first.
@@ -418,12 +380,6 @@ pub enum Found {
     Stored(Box<Record>),
 }
 
-/// Whether `id` has the shape of a run id (also what keeps lookups inside the records folder).
-pub fn is_run_id(id: &str) -> bool {
-    id.strip_prefix("run-")
-        .is_some_and(|hex| hex.len() == 32 && hex.chars().all(|c| c.is_ascii_hexdigit()))
-}
-
 /// How a run ended, read off its result.
 fn state_of(result: &CallToolResult) -> RunState {
     let flag = |name: &str| {
@@ -464,53 +420,6 @@ fn record_of(
     }
 }
 
-fn record_path(dir: &Path, id: &str) -> PathBuf {
-    dir.join(format!("{id}.json"))
-}
-
-/// Where a run's [`Resumable`] is kept (not a record: its stem is no run id).
-fn resumable_path(dir: &Path, id: &str) -> PathBuf {
-    dir.join(format!("{id}.follow.json"))
-}
-
-/// Writes a record atomically. A record that cannot be written costs only its life after a
-/// restart: logged, not fatal.
-fn write_record(dir: &Path, record: &Record) {
-    if let Err(e) = write_json(&record_path(dir, &record.run_id), record) {
-        tracing::warn!(run = %record.run_id, "cannot write the run's record: {e}");
-    }
-}
-
-/// Writes `value` as JSON to `path` atomically (a temporary file renamed over the old one).
-fn write_json(path: &Path, value: &impl Serialize) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let json = serde_json::to_vec(value).map_err(std::io::Error::other)?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
-    let tmp = dir.join(format!(".{}.tmp", name.unwrap_or_default()));
-    std::fs::write(&tmp, json)?;
-    std::fs::rename(&tmp, path)
-}
-
-fn read_record(dir: &Path, id: &str) -> Option<Record> {
-    let bytes = std::fs::read(record_path(dir, id)).ok()?;
-    serde_json::from_slice(&bytes).ok()
-}
-
-fn read_records(dir: &Path) -> Vec<Record> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|e| {
-            let name = e.file_name();
-            let id = name.to_str()?.strip_suffix(".json")?;
-            is_run_id(id).then(|| read_record(dir, id)).flatten()
-        })
-        .collect()
-}
-
 /// The limits of a call that asked for `asked` seconds: 1 to `max` (MAX_TIMEOUT); without a
 /// timeout, `default`'s.
 pub fn call_limits(default: &Limits, asked: Option<u64>, max: u64) -> Result<Limits, RunsError> {
@@ -526,6 +435,8 @@ pub fn call_limits(default: &Limits, asked: Option<u64>, max: u64) -> Result<Lim
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use serde_json::json;
 
     use super::*;

@@ -7,7 +7,7 @@
 //! Rooms: `contract` (the wire types), `worlds` and `state` (one world per principal; stdio has
 //! one), `run` (execute_code, execute_code_file, one-shot or in a session) and `figures` (the
 //! files and figures a run shows), `background` and `runs` (long runs: the registry and
-//! get_run, cancel_run, list_runs), `adopt` (taking over the runs of a server that is gone),
+//! get_run, cancel_run, list_runs), `adopt` (taking over the runs of a server that is gone), `records` (their files),
 //! `tasks` (the MCP tasks extension over the same runs), `sessions` (create, list and close
 //! sessions), `files` (the code-file tools), `datafiles` and `resources` (data files as tools and as MCP resources), `packages` (install and check),
 //! `environment` (switch and report), `reply` (results and failures), `logging` (MCP log
@@ -29,6 +29,7 @@ pub mod logging;
 mod packages;
 mod params;
 mod progress;
+mod records;
 mod reply;
 mod resources;
 mod run;

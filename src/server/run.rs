@@ -154,17 +154,15 @@ async fn run_to_end(
         Err(e) => return fail_run(result, e),
     };
     result.environment = Some(env.to_string());
-    let before = state.storage.snapshot();
-    if run.session.is_none() {
-        // A run in a fresh container can be followed to its end by another server.
-        let _ = rc.plan.set(Plan {
-            name: name.clone(),
-            path: path.clone(),
-            environment: env.to_string(),
-            limits: limits.clone(),
-            before: before.clone(),
-        });
-    }
+    // What the answer is built from, and what another server would build it from (only a run
+    // in a container of its own is ever kept for that: a session call has none to follow).
+    let plan = rc.plan.get_or_init(|| Plan {
+        name: name.clone(),
+        path: path.clone(),
+        environment: env.to_string(),
+        limits: limits.clone(),
+        before: state.storage.snapshot(),
+    });
     let job = Job {
         live: Some(&rc.live),
         ..Job::run(&env, &path, code, limits)
@@ -194,7 +192,7 @@ async fn run_to_end(
     };
     crate::metrics::run_finished(outcome_label(&outcome), outcome.duration.as_secs_f64());
     record_outcome(&mut result, outcome, failure);
-    answer(state, result, &before)
+    answer(state, result, &plan.before)
 }
 
 /// The answer of a run this server adopted from one that is gone (`outcome`: how following it

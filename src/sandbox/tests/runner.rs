@@ -486,7 +486,7 @@ async fn converse_with_a_pre_started_container_that_waited() {
     );
     let (env, l, cancel) = (venv(), limits(5), CancellationToken::new());
     let job = Job::run(&env, "/work/w.py", "print('warm')", &l);
-    let out = runner::converse(fake.as_ref(), &id, attached, &job, &cancel)
+    let out = crate::sandbox::conversation::converse(fake.as_ref(), &id, attached, &job, &cancel)
         .await
         .unwrap();
     assert_eq!((out.exit_code, out.stdout.as_str()), (Some(0), "warm\n"));
