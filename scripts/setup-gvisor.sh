@@ -80,7 +80,9 @@ else
     log "runsc already present: $RUNSC"
 fi
 RUNSC=$(readlink -f "$RUNSC")
-VERSION=$("$RUNSC" --version 2>&1 | head -n1) || die "$RUNSC --version failed: $VERSION"
+# The whole output first: `| head -n1` could end runsc with SIGPIPE, which pipefail reports.
+VERSION=$("$RUNSC" --version 2>&1) || die "$RUNSC --version failed: $VERSION"
+VERSION=${VERSION%%$'\n'*}
 log "using $RUNSC ($VERSION)"
 
 # ---- 2. daemon.json ------------------------------------------------------------------------
