@@ -4,9 +4,14 @@
 //! to the daemon's (Docker 20.10 speaks 1.41), tells Docker from Podman's Docker-compatible API
 //! at first contact ([`EngineKind`], from `/version`), translates [`ContainerSpec`] into the
 //! create body, and adapts to what Podman answers differently. [`errors`]: what the engine's
-//! error answers mean, mapped to [`EngineError`]s.
+//! error answers mean, mapped to [`EngineError`]s; [`body`]: a [`ContainerSpec`] as Docker's
+//! create body; [`listing`]: the container list when Podman answers it with a state bollard
+//! does not know. Over 400 lines: the one `ContainerEngine` impl is one block, each method a
+//! thin call.
 
+mod body;
 mod errors;
+mod listing;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -16,10 +21,7 @@ use async_trait::async_trait;
 use bollard::Docker;
 use bollard::container::LogOutput;
 use bollard::errors::Error as BollardError;
-use bollard::models::{
-    ContainerCreateBody, HostConfig, Mount, MountType, MountVolumeOptions, ResourcesUlimits,
-    VolumeCreateRequest,
-};
+use bollard::models::VolumeCreateRequest;
 use bollard::query_parameters::{
     AttachContainerOptionsBuilder, CreateContainerOptionsBuilder,
     DownloadFromContainerOptionsBuilder, KillContainerOptionsBuilder, ListContainersOptionsBuilder,
@@ -33,7 +35,7 @@ use tokio::sync::Mutex;
 
 use super::engine::{
     Attached, ContainerEngine, ContainerSpec, ContainerState, Created, EngineKind, ListedContainer,
-    ListedVolume, MountKind, OutputChunk, OutputStream,
+    ListedVolume, OutputChunk, OutputStream,
 };
 use crate::error::EngineError;
 use errors::{
@@ -103,14 +105,16 @@ impl DockerEngine {
         let client = self.client().await?;
         match request(client).await {
             Ok(v) => Ok(v),
-            Err(e) => {
-                let err = map_err(op, container, e);
-                if err.is_unavailable() {
-                    *self.client.lock().await = None;
-                }
-                Err(err)
-            }
+            Err(e) => Err(self.forget_if_away(map_err(op, container, e)).await),
         }
+    }
+
+    /// Forgets the connection after a transport failure so that the next call reconnects.
+    async fn forget_if_away(&self, err: EngineError) -> EngineError {
+        if err.is_unavailable() {
+            *self.client.lock().await = None;
+        }
+        err
     }
 }
 
@@ -169,7 +173,7 @@ impl ContainerEngine for DockerEngine {
 
     async fn create(&self, spec: &ContainerSpec, name: &str) -> Result<Created, EngineError> {
         self.kind().await?.check_runtime(spec.runtime.as_deref())?;
-        let body = create_body(spec);
+        let body = body::create_body(spec);
         let options = CreateContainerOptionsBuilder::new().name(name).build();
         self.call("create a container", None, |c| async move {
             match c.create_container(Some(options), body).await {
@@ -327,22 +331,30 @@ impl ContainerEngine for DockerEngine {
             .all(true)
             .filters(&filters)
             .build();
-        let list = self
-            .call("list containers", None, |c| async move {
-                c.list_containers(Some(options)).await
-            })
-            .await?;
-        Ok(list
-            .into_iter()
-            .filter_map(|c| {
-                Some(ListedContainer {
-                    running: c.state.map(|s| s.to_string() == "running").unwrap_or(false),
-                    created: c.created.unwrap_or(0),
-                    id: c.id?,
-                    labels: c.labels.unwrap_or_default(),
-                })
-            })
-            .collect())
+        let until = tokio::time::Instant::now() + listing::RETRY_FOR;
+        loop {
+            let client = self.client().await?;
+            let list = match client.list_containers(Some(options.clone())).await {
+                Ok(list) => list,
+                // Podman's `stopped` (see listing.rs): read the list without bollard's models.
+                Err(e) if listing::is_unknown_value(&e) => match listing::unix_socket() {
+                    Some(socket) => {
+                        return listing::list_untyped(socket, label, value, REQUEST_TIMEOUT).await;
+                    }
+                    None if tokio::time::Instant::now() < until => {
+                        tokio::time::sleep(listing::RETRY_EVERY).await;
+                        continue;
+                    }
+                    None => return Err(map_err("list containers", None, e)),
+                },
+                Err(e) => {
+                    return Err(self
+                        .forget_if_away(map_err("list containers", None, e))
+                        .await);
+                }
+            };
+            return Ok(list.into_iter().filter_map(listing::listed).collect());
+        }
     }
 
     async fn volume_exists(&self, name: &str) -> Result<bool, EngineError> {
@@ -440,95 +452,6 @@ impl ContainerEngine for DockerEngine {
         let mut names: Vec<String> = info.runtimes.unwrap_or_default().into_keys().collect();
         names.sort();
         Ok(names)
-    }
-}
-
-/// Docker's create body for `spec`.
-fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
-    let some_vec = |v: &Vec<String>| (!v.is_empty()).then(|| v.clone());
-    let host_config = HostConfig {
-        network_mode: Some(spec.network.clone()),
-        cap_drop: some_vec(&spec.cap_drop),
-        cap_add: some_vec(&spec.cap_add),
-        security_opt: security_opt(spec),
-        readonly_rootfs: Some(spec.readonly_rootfs),
-        tmpfs: (!spec.tmpfs.is_empty()).then(|| spec.tmpfs.clone()),
-        memory: spec.memory_bytes,
-        memory_swap: spec.memory_bytes,
-        nano_cpus: spec.nano_cpus,
-        pids_limit: spec.pids_limit,
-        init: spec.init.then_some(true),
-        ipc_mode: spec.private_ipc_shm_bytes.map(|_| "private".to_string()),
-        shm_size: spec.private_ipc_shm_bytes,
-        ulimits: (!spec.ulimits.is_empty()).then(|| {
-            spec.ulimits
-                .iter()
-                .map(|(name, value)| ResourcesUlimits {
-                    name: Some(name.clone()),
-                    soft: Some(*value),
-                    hard: Some(*value),
-                })
-                .collect()
-        }),
-        mounts: (!spec.mounts.is_empty()).then(|| spec.mounts.iter().map(mount).collect()),
-        runtime: spec.runtime.clone(),
-        auto_remove: Some(false),
-        privileged: Some(false),
-        ..Default::default()
-    };
-    let interactive = spec.interactive.then_some(true);
-    ContainerCreateBody {
-        image: Some(spec.image.clone()),
-        entrypoint: Some(spec.entrypoint.clone()),
-        cmd: Some(vec![]),
-        user: spec.user.clone(),
-        env: some_vec(&spec.env),
-        working_dir: spec.working_dir.clone(),
-        labels: Some(spec.labels.clone()),
-        hostname: spec.hostname.clone(),
-        network_disabled: Some(spec.network == "none"),
-        attach_stdin: interactive,
-        attach_stdout: interactive,
-        attach_stderr: interactive,
-        open_stdin: interactive,
-        stdin_once: Some(spec.interactive && !spec.keep_stdin_open),
-        tty: Some(false),
-        host_config: Some(host_config),
-        ..Default::default()
-    }
-}
-
-/// `no-new-privileges` and the seccomp profile file, when asked for.
-fn security_opt(spec: &ContainerSpec) -> Option<Vec<String>> {
-    let mut options = Vec::new();
-    if spec.no_new_privileges {
-        options.push("no-new-privileges:true".to_string());
-    }
-    if let Some(profile) = &spec.seccomp_profile {
-        options.push(format!("seccomp={profile}"));
-    }
-    (!options.is_empty()).then_some(options)
-}
-
-fn mount(m: &super::engine::MountSpec) -> Mount {
-    let (typ, volume_options) = match m.kind {
-        MountKind::Bind => (MountType::BIND, None),
-        // An empty volume is seeded with what the image has at the target.
-        MountKind::Volume => (
-            MountType::VOLUME,
-            Some(MountVolumeOptions {
-                no_copy: Some(false),
-                ..Default::default()
-            }),
-        ),
-    };
-    Mount {
-        target: Some(m.target.clone()),
-        source: Some(m.source.clone()),
-        typ: Some(typ),
-        read_only: Some(m.read_only),
-        volume_options,
-        ..Default::default()
     }
 }
 
