@@ -153,6 +153,77 @@ mod tests {
         assert!(listed[1].labels.is_empty());
     }
 
+    /// Answers one request on a Unix socket with `body`; hands back the request line.
+    async fn answer_once(
+        socket: &std::path::Path,
+        status: &'static str,
+        body: &'static str,
+    ) -> tokio::task::JoinHandle<String> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::UnixListener::bind(socket).expect("bind");
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.expect("accept");
+            let mut request = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !request.ends_with(b"\r\n\r\n") {
+                let n = stream.read(&mut buf).await.expect("read");
+                assert!(n > 0, "request cut short");
+                request.extend_from_slice(&buf[..n]);
+            }
+            let answer = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+                 Connection: close\r\n\r\n{body}",
+                body.len()
+            );
+            stream.write_all(answer.as_bytes()).await.expect("write");
+            let text = String::from_utf8_lossy(&request).to_string();
+            text.lines().next().unwrap_or_default().to_string()
+        })
+    }
+
+    #[tokio::test]
+    async fn the_untyped_list_asks_for_every_container_with_the_label() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let socket = dir.path().join("engine.sock");
+        let server = answer_once(
+            &socket,
+            "200 OK",
+            r#"[{"Id":"abc","Created":7,"Labels":{"l":"v"},"State":"stopped"}]"#,
+        )
+        .await;
+        let listed = list_untyped(socket.clone(), "l", "v", Duration::from_secs(10))
+            .await
+            .expect("listed");
+        let request = server.await.expect("served");
+        assert_eq!((listed.len(), listed[0].running), (1, false));
+        assert!(
+            request.starts_with("GET /containers/json?all=true&filters="),
+            "{request}"
+        );
+        let query = percent_encoding::percent_decode_str(&request).decode_utf8_lossy();
+        assert!(query.contains(r#"{"label":["l=v"]}"#), "{query}");
+    }
+
+    #[tokio::test]
+    async fn an_engine_error_answer_is_reported_with_its_status() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let socket = dir.path().join("engine.sock");
+        let server = answer_once(
+            &socket,
+            "500 Internal Server Error",
+            r#"{"message":"boom"}"#,
+        )
+        .await;
+        let err = list_untyped(socket.clone(), "l", "v", Duration::from_secs(10))
+            .await
+            .expect_err("refused");
+        server.await.expect("served");
+        assert!(
+            err.to_string().contains("500") && err.to_string().contains("boom"),
+            "{err}"
+        );
+    }
+
     #[test]
     fn an_answer_that_is_no_list_is_a_clear_error() {
         let err = parse(br#"{"message":"boom"}"#).expect_err("not a list");
