@@ -140,8 +140,8 @@ fn essence(r: &Value) -> Value {
     serde_json::from_str(&text).unwrap()
 }
 
-/// Reads input.txt, rewrites changed.txt, leaves same.txt alone, writes out/result.txt and a
-/// figure, then sleeps so that its container can be inspected.
+/// Reads input.txt, rewrites changed.txt, leaves same.txt alone, deletes gone.txt, writes
+/// out/result.txt and a figure, then sleeps so that its container can be inspected.
 const PROGRAM: &str = r#"
 import os, time
 import matplotlib
@@ -149,6 +149,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 print(open("input.txt").read().strip())
 open("changed.txt", "w").write("changed by the run")
+os.remove("gone.txt")
 os.makedirs("out", exist_ok=True)
 open("out/result.txt", "w").write("written by the run")
 plt.plot([1, 2, 3]); plt.savefig("fig.png")
@@ -163,6 +164,7 @@ async fn seed(s: &Server) -> Result<()> {
         ("input.txt", "input from the host\n"),
         ("changed.txt", "before"),
         ("same.txt", "untouched"),
+        ("gone.txt", "deleted by the run"),
     ];
     for (path, content) in files {
         let (r, is_error) = s
@@ -217,6 +219,10 @@ async fn a_daemon_over_tcp_with_tls_runs_code_with_copied_files_like_a_local_one
         assert_eq!(on_host("out/result.txt"), "written by the run");
         assert_eq!(on_host("same.txt"), "untouched");
         assert!(remote.storage.join("fig.png").is_file());
+        assert!(
+            !remote.storage.join("gone.txt").exists(),
+            "a file the run deleted is deleted on the host too"
+        );
         let name = str_field(&r, "generated_filename");
         assert_eq!(
             str_field(&r, "file_path"),
@@ -233,8 +239,10 @@ async fn a_daemon_over_tcp_with_tls_runs_code_with_copied_files_like_a_local_one
                 json!({ "code": PROGRAM, "filename": "remote" }),
             )
             .await?;
+        let gone_locally = !local.storage.join("gone.txt").exists();
         local.stop().await?;
         assert!(!l_error, "{l}");
+        assert!(gone_locally, "the run deleted gone.txt with STORAGE_MODE=bind");
         assert_eq!(essence(&r), essence(&l), "copy and bind differ");
 
         // Sessions need the folder mounted: refused, clearly.

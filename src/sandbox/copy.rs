@@ -4,10 +4,14 @@
 //! run created or changed come back as one after it ended ([`unpack`]), each file at most
 //! MAX_FILE_SIZE and all of them at most MAX_COPY_SIZE. Hidden top-level entries (the server's
 //! state) stay on the server; symlinks and special files never cross; what comes back is
-//! written atomically and only inside the folder. Files a run deletes are not deleted on the
-//! server. Pure file and tar work: the engine calls are the runner's.
+//! written atomically and only inside the folder. A file that went in ([`Sent`]) and is gone
+//! when the run ends was deleted by the run and is deleted here too, unless the server's copy
+//! changed meanwhile (another run or `write_file` wrote it: the newer file wins); folders the
+//! run removed go when empty. Pure file and tar work: the engine calls are the runner's.
 
+use std::collections::HashSet;
 use std::io::Read;
+use std::time::SystemTime;
 use std::path::{Component, Path, PathBuf};
 
 use crate::error::SandboxError;
@@ -42,14 +46,26 @@ impl CopySettings {
     }
 }
 
+/// What [`pack`] sent into a run: each file with the size and modification time it had then,
+/// and each folder (paths relative to the storage folder).
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Sent {
+    files: Vec<(PathBuf, u64, Option<SystemTime>)>,
+    dirs: Vec<PathBuf>,
+}
+
 fn io_err(what: &str, e: impl std::fmt::Display) -> SandboxError {
     SandboxError::Copy(format!("{what}: {e}"))
 }
 
 /// The storage folder's files as a tar archive for [`COPY_MOUNT`]: everything under `code/`,
-/// owned by `owner` (the run user, who must be able to write there).
-pub fn pack(settings: &CopySettings, owner: (u32, u32)) -> Result<Vec<u8>, SandboxError> {
+/// owned by `owner` (the run user, who must be able to write there); and what went in.
+pub fn pack(
+    settings: &CopySettings,
+    owner: (u32, u32),
+) -> Result<(Vec<u8>, Sent), SandboxError> {
     let mut builder = tar::Builder::new(Vec::new());
+    let mut sent = Sent::default();
     let mut total = 0u64;
     append(&mut builder, Path::new(TOP), None, owner)?;
     let mut pending = vec![(settings.root.clone(), PathBuf::from(TOP))];
@@ -65,9 +81,11 @@ pub fn pack(settings: &CopySettings, owner: (u32, u32)) -> Result<Vec<u8>, Sandb
                 continue;
             };
             let inner = name.join(&file_name);
+            let rel = inner.strip_prefix(TOP).unwrap_or(&inner).to_path_buf();
             if kind.is_dir() {
                 append(&mut builder, &inner, None, owner)?;
                 pending.push((entry.path(), inner));
+                sent.dirs.push(rel);
             } else if kind.is_file() {
                 let data = std::fs::read(entry.path()).map_err(|e| io_err("read a file", e))?;
                 if data.len() as u64 > settings.max_file_bytes {
@@ -80,12 +98,15 @@ pub fn pack(settings: &CopySettings, owner: (u32, u32)) -> Result<Vec<u8>, Sandb
                     });
                 }
                 append(&mut builder, &inner, Some(&data), owner)?;
+                let modified = entry.metadata().ok().and_then(|m| m.modified().ok());
+                sent.files.push((rel, data.len() as u64, modified));
             }
         }
     }
-    builder
+    let tar = builder
         .into_inner()
-        .map_err(|e| io_err("pack the storage folder", e))
+        .map_err(|e| io_err("pack the storage folder", e))?;
+    Ok((tar, sent))
 }
 
 /// Appends a folder (`data` None) or a file to the archive, owned by `owner`.
@@ -117,8 +138,13 @@ fn append(
 
 /// Writes the files of `archive` (the engine's archive of [`COPY_WORKDIR`]) that are new or
 /// differ from the storage folder's into it. Returns what was not copied back, and why.
-pub fn unpack(settings: &CopySettings, archive: &[u8]) -> Result<Vec<String>, SandboxError> {
+pub fn unpack(
+    settings: &CopySettings,
+    archive: &[u8],
+    sent: Option<&Sent>,
+) -> Result<Vec<String>, SandboxError> {
     let mut skipped = Vec::new();
+    let mut seen = HashSet::new();
     let mut total = 0u64;
     let mut tar = tar::Archive::new(archive);
     let entries = tar
@@ -130,6 +156,7 @@ pub fn unpack(settings: &CopySettings, archive: &[u8]) -> Result<Vec<String>, Sa
             continue;
         };
         let shown = rel.to_string_lossy().into_owned();
+        seen.insert(rel.clone());
         match entry.header().entry_type() {
             tar::EntryType::Regular | tar::EntryType::Continuous => {}
             tar::EntryType::Directory => continue,
@@ -156,7 +183,32 @@ pub fn unpack(settings: &CopySettings, archive: &[u8]) -> Result<Vec<String>, Sa
             skipped.push(format!("{shown} ({why})"));
         }
     }
+    if let Some(sent) = sent {
+        delete_what_the_run_deleted(&settings.root, sent, &seen);
+    }
     Ok(skipped)
+}
+
+/// Deletes the files that went in and did not come back, where the server's copy is still the
+/// one that went in; then the folders that went in and did not come back, deepest first, where
+/// empty. Best effort: what cannot be deleted stays.
+fn delete_what_the_run_deleted(root: &Path, sent: &Sent, seen: &HashSet<PathBuf>) {
+    for (rel, len, modified) in &sent.files {
+        if seen.contains(rel) {
+            continue;
+        }
+        let path = root.join(rel);
+        let unchanged = std::fs::symlink_metadata(&path)
+            .is_ok_and(|m| m.is_file() && m.len() == *len && m.modified().ok() == *modified);
+        if unchanged {
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+    let mut gone: Vec<&PathBuf> = sent.dirs.iter().filter(|d| !seen.contains(*d)).collect();
+    gone.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+    for rel in gone {
+        let _ = std::fs::remove_dir(root.join(rel));
+    }
 }
 
 /// An archive path below the top entry, made only of plain names and not hidden at the top;
@@ -250,7 +302,9 @@ mod tests {
         std::fs::write(root.join(".mce-runs/r.json"), "{}").unwrap();
         std::fs::write(root.join("big.bin"), vec![0u8; (1 << 20) + 1]).unwrap();
         std::os::unix::fs::symlink("/etc/passwd", root.join("link")).unwrap();
-        let packed = pack(&settings(root), (1000, 1000)).unwrap();
+        let (packed, sent) = pack(&settings(root), (1000, 1000)).unwrap();
+        assert_eq!(sent.files.len(), 2, "{sent:?}");
+        assert_eq!(sent.dirs, [PathBuf::from("data"), PathBuf::from("data/sub")]);
         assert_eq!(
             names(&packed),
             [
@@ -296,7 +350,7 @@ mod tests {
             ("code/changed.txt", b"new"),
             ("code/out/fig.png", b"png"),
         ];
-        let skipped = unpack(&settings(root), &archive(files)).unwrap();
+        let skipped = unpack(&settings(root), &archive(files), None).unwrap();
         assert!(skipped.is_empty(), "{skipped:?}");
         let after = std::fs::metadata(root.join("same.txt"))
             .unwrap()
@@ -336,7 +390,7 @@ mod tests {
             ("other/y.txt", b"y"),
             ("code/big.bin", &[0u8; (1 << 20) + 1]),
         ];
-        let skipped = unpack(&settings(&root), &archive(files)).unwrap();
+        let skipped = unpack(&settings(&root), &archive(files), None).unwrap();
         assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
         assert!(!root.join(".mce-runs").exists());
         assert!(!root.join("big.bin").exists());
@@ -347,6 +401,41 @@ mod tests {
         assert!(
             skipped.iter().any(|s| s.contains("MAX_FILE_SIZE")),
             "{skipped:?}"
+        );
+    }
+
+    #[test]
+    fn what_the_run_deleted_is_deleted_unless_the_server_wrote_it_since() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        std::fs::create_dir_all(root.join("old/deep")).unwrap();
+        std::fs::create_dir_all(root.join("kept")).unwrap();
+        for name in ["gone.txt", "stays.txt", "rewritten.txt", "old/deep/x.txt", "kept/y.txt"] {
+            std::fs::write(root.join(name), "in").unwrap();
+        }
+        let (_, sent) = pack(&settings(root), (1000, 1000)).unwrap();
+        // Meanwhile the server's copy of one of them changes, and a new file appears.
+        std::fs::write(root.join("rewritten.txt"), "newer on the server").unwrap();
+        std::fs::write(root.join("new.txt"), "new").unwrap();
+        // The run kept stays.txt and kept/ (without y.txt), deleted the rest.
+        let back: &[(&str, &[u8])] = &[("code/stays.txt", b"in")];
+        let mut b = tar::Builder::new(Vec::new());
+        append(&mut b, Path::new(TOP), None, (1, 1)).unwrap();
+        append(&mut b, Path::new("code/kept"), None, (1, 1)).unwrap();
+        for (path, data) in back {
+            append(&mut b, Path::new(path), Some(data), (1, 1)).unwrap();
+        }
+        let skipped = unpack(&settings(root), &b.into_inner().unwrap(), Some(&sent)).unwrap();
+        assert!(skipped.is_empty(), "{skipped:?}");
+        let left = |p: &str| root.join(p).exists();
+        assert!(!left("gone.txt") && !left("old/deep/x.txt") && !left("kept/y.txt"));
+        assert!(!left("old"), "a folder the run removed goes");
+        assert!(left("kept"), "a folder the run kept stays");
+        assert!(left("stays.txt") && left("new.txt"));
+        assert_eq!(
+            std::fs::read_to_string(root.join("rewritten.txt")).unwrap(),
+            "newer on the server",
+            "a file the server wrote after it went in is not deleted"
         );
     }
 

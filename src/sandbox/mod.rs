@@ -321,7 +321,7 @@ impl Sandbox {
         let followed = conversation::follow(self.life.engine(), id, &watch, started).await;
         let result = match (followed, &self.settings.copy) {
             (Ok(outcome), Some(copy)) => {
-                runner::copy_out(self.life.engine(), id, copy, outcome).await
+                runner::copy_out(self.life.engine(), id, copy, None, outcome).await
             }
             (followed, _) => followed,
         };

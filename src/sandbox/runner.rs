@@ -141,10 +141,10 @@ pub async fn run_cold(
     let result = if life.is_closed() {
         Err(SandboxError::ShuttingDown)
     } else if let Some(copy) = job.copy {
-        copy_in(life.engine(), &id, copy, spec).await?;
+        let sent = copy_in(life.engine(), &id, copy, spec).await?;
         let outcome = drive(life.engine(), &id, job, cancel).await;
         match outcome {
-            Ok(o) => copy_out(life.engine(), &id, copy, o).await,
+            Ok(o) => copy_out(life.engine(), &id, copy, Some(&sent), o).await,
             Err(e) => Err(e),
         }
     } else {
@@ -155,36 +155,40 @@ pub async fn run_cold(
     result.map(Some)
 }
 
-/// Copies the storage folder into a created container's copy volume, owned by its user.
+/// Copies the storage folder into a created container's copy volume, owned by its user; what
+/// went in.
 async fn copy_in(
     engine: &dyn ContainerEngine,
     id: &str,
     copy: &CopySettings,
     spec: &ContainerSpec,
-) -> Result<(), SandboxError> {
+) -> Result<copy::Sent, SandboxError> {
     let owner = (spec.user.as_deref())
         .and_then(|u| u.split_once(':'))
         .and_then(|(u, g)| Some((u.parse().ok()?, g.parse().ok()?)))
         .unwrap_or((0, 0));
     let settings = copy.clone();
-    let tar = tokio::task::spawn_blocking(move || copy::pack(&settings, owner))
+    let (tar, sent) = tokio::task::spawn_blocking(move || copy::pack(&settings, owner))
         .await
         .map_err(|e| SandboxError::Copy(e.to_string()))??;
     engine.upload_archive(id, COPY_MOUNT, tar.into()).await?;
-    Ok(())
+    Ok(sent)
 }
 
-/// Copies the files the run created or changed back into the storage folder; what could not
-/// be copied is said at the end of stderr.
+/// Copies the files the run created or changed back into the storage folder, and deletes
+/// those of `sent` it deleted (a run adopted from another server has no `sent`: its deletions
+/// stay undone); what could not be copied is said at the end of stderr.
 pub async fn copy_out(
     engine: &dyn ContainerEngine,
     id: &str,
     copy: &CopySettings,
+    sent: Option<&copy::Sent>,
     mut outcome: RunOutcome,
 ) -> Result<RunOutcome, SandboxError> {
     let tar = engine.download_archive(id, COPY_WORKDIR).await?;
     let settings = copy.clone();
-    let skipped = tokio::task::spawn_blocking(move || copy::unpack(&settings, &tar))
+    let sent = sent.cloned();
+    let skipped = tokio::task::spawn_blocking(move || copy::unpack(&settings, &tar, sent.as_ref()))
         .await
         .map_err(|e| SandboxError::Copy(e.to_string()))??;
     if !skipped.is_empty() {
