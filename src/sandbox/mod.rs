@@ -215,7 +215,10 @@ impl Sandbox {
             copy,
             ..job
         };
-        let warm = (job.purpose == Purpose::Run && copy.is_none())
+        // A pre-started container kills itself EXECUTION_TIMEOUT after its idle wait (policy's
+        // lifetime): a call with a longer timeout (up to MAX_TIMEOUT) needs a cold one.
+        let fits_warm = job.limits.timeout_secs <= self.settings.run_limits.timeout_secs;
+        let warm = (job.purpose == Purpose::Run && copy.is_none() && fits_warm)
             .then(|| self.pool.take(job.env))
             .flatten();
         let result = match warm {

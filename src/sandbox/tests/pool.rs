@@ -185,6 +185,32 @@ async fn other_jobs_never_take_warm_containers() {
 }
 
 #[tokio::test]
+async fn a_run_longer_than_the_pools_timeout_goes_cold() {
+    // Pool containers kill themselves EXECUTION_TIMEOUT (here 2 s) after their idle wait; a call
+    // that asked for more (up to MAX_TIMEOUT) must not be handed one.
+    let (fake, sb) = sandbox(settings(2));
+    fake.behave(warm_or_cold);
+    let env = venv();
+    sb.warm_up(&env);
+    assert!(settled(&fake, &sb, 2).await);
+    let warm = warm_ids(&fake);
+    let cancel = CancellationToken::new();
+    let long = limits(3);
+    let out = sb
+        .execute(Job::run(&env, "/data/code/p.py", "", &long), &cancel)
+        .await
+        .unwrap();
+    assert_eq!(out.stdout, "cold\n");
+    assert!(warm.iter().all(|id| fake.received(id).is_none()));
+    let short = limits(1);
+    let out = sb
+        .execute(Job::run(&env, "/data/code/p.py", "", &short), &cancel)
+        .await
+        .unwrap();
+    assert_eq!(out.stdout, "warm\n", "a shorter timeout fits a warm container");
+}
+
+#[tokio::test]
 async fn flush_replaces_every_ready_container() {
     let (fake, sb) = sandbox(settings(2));
     fake.behave(warm_or_cold);
