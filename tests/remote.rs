@@ -242,7 +242,10 @@ async fn a_daemon_over_tcp_with_tls_runs_code_with_copied_files_like_a_local_one
         let gone_locally = !local.storage.join("gone.txt").exists();
         local.stop().await?;
         assert!(!l_error, "{l}");
-        assert!(gone_locally, "the run deleted gone.txt with STORAGE_MODE=bind");
+        assert!(
+            gone_locally,
+            "the run deleted gone.txt with STORAGE_MODE=bind"
+        );
         assert_eq!(essence(&r), essence(&l), "copy and bind differ");
 
         // Sessions need the folder mounted: refused, clearly.

@@ -749,6 +749,40 @@ async fn an_idle_session_is_removed_after_the_idle_timeout() -> anyhow::Result<(
 }
 
 #[tokio::test]
+async fn a_call_longer_than_the_idle_timeout_keeps_its_session() -> anyhow::Result<()> {
+    // A call may last up to MAX_TIMEOUT; the idle timeout counts from the end of the last call,
+    // never from its start, so the sweeps (every 5 s) that run during it leave it alone.
+    bounded(90, async {
+        let mut created = Created::default();
+        let s = Server::start_with(opts().env("SESSION_IDLE_TIMEOUT", "2")).await?;
+        let id = create(&s, &mut created).await?;
+        let (r, is_error) = s
+            .call(
+                "execute_code",
+                json!({
+                    "code": "import time\nx = 41\ntime.sleep(12)\nprint(x + 1)",
+                    "session_id": id,
+                    "timeout": 30,
+                }),
+            )
+            .await?;
+        assert!(!is_error, "{r}\n{}", s.log());
+        assert_eq!(str_field(&r, "stdout"), "42\n", "{r}");
+        assert_eq!(str_field(&r, "session_state"), "alive", "{r}");
+        assert_eq!(
+            run_ok(&s, &id, "print(x)").await?,
+            "41\n",
+            "the state survived"
+        );
+        close(&s, &id).await?;
+        created.assert_none_left();
+        s.stop().await?;
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
 async fn max_sessions_is_enforced_with_a_clear_error() -> anyhow::Result<()> {
     bounded(90, async {
         let mut created = Created::default();

@@ -11,8 +11,8 @@
 
 use std::collections::HashSet;
 use std::io::Read;
-use std::time::SystemTime;
 use std::path::{Component, Path, PathBuf};
+use std::time::SystemTime;
 
 use crate::error::SandboxError;
 
@@ -60,10 +60,7 @@ fn io_err(what: &str, e: impl std::fmt::Display) -> SandboxError {
 
 /// The storage folder's files as a tar archive for [`COPY_MOUNT`]: everything under `code/`,
 /// owned by `owner` (the run user, who must be able to write there); and what went in.
-pub fn pack(
-    settings: &CopySettings,
-    owner: (u32, u32),
-) -> Result<(Vec<u8>, Sent), SandboxError> {
+pub fn pack(settings: &CopySettings, owner: (u32, u32)) -> Result<(Vec<u8>, Sent), SandboxError> {
     let mut builder = tar::Builder::new(Vec::new());
     let mut sent = Sent::default();
     let mut total = 0u64;
@@ -304,7 +301,10 @@ mod tests {
         std::os::unix::fs::symlink("/etc/passwd", root.join("link")).unwrap();
         let (packed, sent) = pack(&settings(root), (1000, 1000)).unwrap();
         assert_eq!(sent.files.len(), 2, "{sent:?}");
-        assert_eq!(sent.dirs, [PathBuf::from("data"), PathBuf::from("data/sub")]);
+        assert_eq!(
+            sent.dirs,
+            [PathBuf::from("data"), PathBuf::from("data/sub")]
+        );
         assert_eq!(
             names(&packed),
             [
@@ -410,7 +410,13 @@ mod tests {
         let root = tmp.path();
         std::fs::create_dir_all(root.join("old/deep")).unwrap();
         std::fs::create_dir_all(root.join("kept")).unwrap();
-        for name in ["gone.txt", "stays.txt", "rewritten.txt", "old/deep/x.txt", "kept/y.txt"] {
+        for name in [
+            "gone.txt",
+            "stays.txt",
+            "rewritten.txt",
+            "old/deep/x.txt",
+            "kept/y.txt",
+        ] {
             std::fs::write(root.join(name), "in").unwrap();
         }
         let (_, sent) = pack(&settings(root), (1000, 1000)).unwrap();

@@ -332,11 +332,17 @@ impl Sandbox {
             .filter(|s| s.last_used.load(Ordering::SeqCst) + idle <= now)
             .cloned()
             .collect();
+        let mut ended = 0;
         for s in &stale {
+            // A call is going on (its timeout may be longer than the idle timeout): not idle.
+            if s.io.try_lock().is_err() {
+                continue;
+            }
             let reason = format!("idle for more than {idle} s (SESSION_IDLE_TIMEOUT)");
             self.end_session(s, &reason).await?;
+            ended += 1;
         }
-        Ok(stale.len())
+        Ok(ended)
     }
 
     /// Runs `job` in the session `id`'s interpreter.
@@ -348,6 +354,15 @@ impl Sandbox {
     ) -> Result<SessionRun, SandboxError> {
         let session = self.session(id).await?;
         let mut io = session.io.lock().await;
+        if !lock(&self.sessions.live).contains_key(id) {
+            // Ended (reaped, closed) while this call waited for the previous one.
+            drop(io);
+            return Err(self
+                .session(id)
+                .await
+                .err()
+                .unwrap_or(SandboxError::ShuttingDown));
+        }
         let state_dir = &self.settings.sessions.state_dir;
         // Another server's call lasts at most the longest timeout plus the interrupt's grace.
         let wait = self.settings.run_limits.timeout() + session_call::INTERRUPT_GRACE * 2;

@@ -207,7 +207,10 @@ async fn a_run_longer_than_the_pools_timeout_goes_cold() {
         .execute(Job::run(&env, "/data/code/p.py", "", &short), &cancel)
         .await
         .unwrap();
-    assert_eq!(out.stdout, "warm\n", "a shorter timeout fits a warm container");
+    assert_eq!(
+        out.stdout, "warm\n",
+        "a shorter timeout fits a warm container"
+    );
 }
 
 #[tokio::test]
