@@ -276,8 +276,9 @@ pub enum RunsError {
     )]
     Unknown(String),
     #[error(
-        "{0} runs are already going on in the background (MAX_BACKGROUND_RUNS); nothing was \
-         started: wait for one with get_run, or stop one with cancel_run"
+        "{0} runs are already going on (in the background or still answering; \
+         MAX_BACKGROUND_RUNS); nothing was started: wait for one with get_run, or stop one with \
+         cancel_run"
     )]
     TooMany(usize),
     #[error(

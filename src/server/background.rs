@@ -133,8 +133,8 @@ impl Runs {
         self.table.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Starts `work` as a run of `tool` (on `file_path`), unless MAX_BACKGROUND_RUNS runs are
-    /// already in the background.
+    /// Starts `work` as a run of `tool` (on `file_path`), unless MAX_BACKGROUND_RUNS runs still
+    /// go (in the background or waiting to answer).
     pub fn start<F, Fut>(
         &self,
         tool: &'static str,
@@ -246,8 +246,8 @@ impl Runs {
         serde_json::from_slice(&bytes).ok()
     }
 
-    /// Whether a run may start now (fewer than MAX_BACKGROUND_RUNS in the background): checked
-    /// before a call stores anything, and again when the run starts.
+    /// Whether a run may start now (fewer than MAX_BACKGROUND_RUNS still going): checked before
+    /// a call stores anything, and again when the run starts.
     pub fn admit(&self) -> Result<(), RunsError> {
         admit(&self.table(), self.settings.max_background)
     }
@@ -357,15 +357,13 @@ impl Runs {
     }
 }
 
-/// Refuses a run when `max` runs of `table` went to the background and still go.
+/// Refuses a run when `max` runs of `table` still go: those in the background and those whose
+/// call still waits, since each of them may go to the background when RESULT_WAIT passes (so
+/// the background never holds more than `max`, however many calls arrive at once).
 fn admit(table: &HashMap<String, Arc<RunHandle>>, max: usize) -> Result<(), RunsError> {
-    let background = table
-        .values()
-        .filter(|h| h.finished().is_none())
-        .filter(|h| h.is_backgrounded())
-        .count();
-    if background >= max {
-        Err(RunsError::TooMany(background))
+    let going = table.values().filter(|h| h.finished().is_none()).count();
+    if going >= max {
+        Err(RunsError::TooMany(going))
     } else {
         Ok(())
     }
@@ -652,21 +650,28 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn only_runs_in_the_background_count_against_the_limit() {
+    async fn runs_still_waited_for_count_against_the_limit_and_finished_ones_do_not() {
+        // Two calls at once with MAX_BACKGROUND_RUNS=1: both could go to the background after
+        // RESULT_WAIT, so the second is refused before anything starts.
         let tmp = tempfile::tempdir().unwrap();
         let runs = Runs::open(settings(tmp.path(), 1, 60), "inst");
+        let gate = Arc::new(tokio::sync::Notify::new());
+        let opened = Arc::clone(&gate);
         let a = runs
-            .start("execute_code", None, |_| std::future::pending())
+            .start("execute_code", None, move |_| async move {
+                opened.notified().await;
+                result(json!({}))
+            })
             .unwrap();
-        assert!(
-            runs.admit().is_ok(),
-            "a run still waited for is not in the background"
-        );
-        a.mark_backgrounded();
         assert!(matches!(runs.admit(), Err(RunsError::TooMany(1))));
         let refused = runs.start("execute_code", None, |_| std::future::pending());
         assert!(refused.is_err());
         assert_eq!(runs.running().len(), 1, "nothing else started");
+        gate.notify_one();
+        a.wait(Duration::from_secs(5), &CancellationToken::new())
+            .await
+            .unwrap();
+        assert!(runs.admit().is_ok(), "a finished run no longer counts");
     }
 
     #[tokio::test]
