@@ -780,6 +780,15 @@ async fn bad_timeouts_and_run_ids_are_refused() -> anyhow::Result<()> {
     let mut guard = Guard::default();
     guard.watch(&s.storage);
     bounded(60, async {
+        // A client can learn the bounds before it asks.
+        let (c, _) = s.call("get_environment_config", json!({})).await?;
+        let expected = json!({
+            "max_timeout_secs": 60,
+            "result_wait_secs": 1,
+            "run_retention_secs": 3600,
+            "max_background_runs": 8,
+        });
+        assert_eq!(c["config"]["runs"], expected, "{c}");
         let session = "0123456789abcdef0123456789abcdef";
         for timeout in [0, 61] {
             let calls = [

@@ -25,7 +25,7 @@ pub use files::{
     WriteFileArgs,
 };
 pub use runs::{
-    Background, CancelRunArgs, GetRunArgs, ListRunsResult, RunEntry, RunLookup, RunState,
+    Background, CancelRunArgs, GetRunArgs, ListRunsResult, RunEntry, RunLimits, RunLookup, RunState,
 };
 pub use sessions::{
     CloseSessionArgs, CloseSessionResult, CreateSessionArgs, CreateSessionResult,
@@ -283,6 +283,9 @@ pub struct InstallResult {
     pub duration_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timed_out: Option<bool>,
+    /// Stopped by cancel_run (or by cancelling the call before it answered).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cancelled: Option<bool>,
     /// The install's id, and while it runs on after RESULT_WAIT, how it is doing.
     #[serde(flatten)]
     pub background: Background,
@@ -369,6 +372,8 @@ pub struct ConfigReport {
     pub install_runtime: Option<String>,
     /// Limits of sessions (create_session).
     pub sessions: SessionLimits,
+    /// Limits of long runs (timeouts, the background, results kept).
+    pub runs: RunLimits,
 }
 
 /// Result of `get_environment_config`.

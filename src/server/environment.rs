@@ -12,6 +12,7 @@ use rmcp::{ErrorData, RoleServer};
 use super::State;
 use super::contract::{
     ConfigReport, ConfigResult, ConfigureEnvironmentArgs, ConfigureResult, EnvReport, Limits,
+    RunLimits,
 };
 use super::progress::Progress;
 use super::reply::{fail, fail_in, respond};
@@ -92,6 +93,12 @@ pub fn get_config(state: &State) -> Result<CallToolResult, ErrorData> {
         runtime: c.runtime.clone(),
         install_runtime: runtime::for_purpose(c.runtime.as_deref(), Purpose::Install),
         storage_mode: c.storage_mode.as_str().to_string(),
+        runs: RunLimits {
+            max_timeout_secs: c.runs.max_timeout_secs,
+            result_wait_secs: c.runs.result_wait_secs,
+            run_retention_secs: c.runs.retention_secs,
+            max_background_runs: c.runs.max_background,
+        },
         ..config_report(
             &envs,
             &c.images,
@@ -154,6 +161,8 @@ fn config_report(
         runtime: None,
         install_runtime: None,
         sessions: sessions.into(),
+        // Set by get_config from the settings, as storage_mode and the runtimes are.
+        runs: RunLimits::default(),
     }
 }
 

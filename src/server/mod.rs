@@ -93,6 +93,11 @@ impl CodeExecutor {
     /// create_session), the code runs in that session's live interpreter instead, in the
     /// session's environment: variables, imports and functions from earlier calls are there,
     /// and what this call defines stays for the next.
+    /// Long work: a run still going after RESULT_WAIT is answered at once with status
+    /// "running" and a run_id, and goes on to its own deadline (poll get_run, stop cancel_run).
+    /// Cancelling this request (notifications/cancelled) before that answer stops the work;
+    /// once a run_id has been handed out, cancelling only ever stops a wait (get_run), never
+    /// the run.
     #[tool(
         annotations(title = "Run Python code", read_only_hint = false, destructive_hint = false, open_world_hint = false),
         output_schema = schema_for_output::<RunResult>()
@@ -109,6 +114,11 @@ impl CodeExecutor {
     /// Run a file stored earlier (by execute_code or initialize_code_file), given by its bare
     /// name or the path this server returned. With session_id, in that session's live
     /// interpreter (state kept between calls), as execute_code.
+    /// Long work: a run still going after RESULT_WAIT is answered at once with status
+    /// "running" and a run_id, and goes on to its own deadline (poll get_run, stop cancel_run).
+    /// Cancelling this request (notifications/cancelled) before that answer stops the work;
+    /// once a run_id has been handed out, cancelling only ever stops a wait (get_run), never
+    /// the run.
     #[tool(
         annotations(title = "Run a stored Python file", read_only_hint = false, destructive_hint = false, open_world_hint = false),
         output_schema = schema_for_output::<RunResult>()
@@ -166,6 +176,11 @@ impl CodeExecutor {
     /// with a pip fallback). Each entry is a requirement such as "pandas>=2" or
     /// "requests[socks]"; options, URLs and paths are refused. Installed packages stay for
     /// later runs. Only the install container has network access.
+    /// Long work: a run still going after RESULT_WAIT is answered at once with status
+    /// "running" and a run_id, and goes on to its own deadline (poll get_run, stop cancel_run).
+    /// Cancelling this request (notifications/cancelled) before that answer stops the work;
+    /// once a run_id has been handed out, cancelling only ever stops a wait (get_run), never
+    /// the run.
     #[tool(
         annotations(title = "Install Python packages", read_only_hint = false, destructive_hint = false, idempotent_hint = true, open_world_hint = true),
         output_schema = schema_for_output::<InstallResult>()

@@ -61,6 +61,12 @@ pub async fn install(
                     record_install(&mut result, outcome, limits.timeout_secs);
                     respond(&result, result.status == Status::Error)
                 }
+                // Stopped while the environment was being prepared: say so, not how it broke.
+                Err(_) if rc.cancel.is_cancelled() => {
+                    result.cancelled = Some(true);
+                    result.set_error(CANCELLED.to_string());
+                    respond(&result, true)
+                }
                 Err(e) => fail(result, e),
             };
             answer.unwrap_or_else(|e| CallToolResult::error(vec![ContentBlock::text(e.message)]))
@@ -70,6 +76,10 @@ pub async fn install(
         Err(e) => fail(InstallResult::default(), e),
     }
 }
+
+/// What a cancelled install's `error` says.
+const CANCELLED: &str =
+    "the install was cancelled (cancel_run, or the call was cancelled before it answered)";
 
 /// Fills `result` from an install: which requirements are installed and which failed, the
 /// installers' output and warnings; failed (with why) when any requirement failed.
@@ -86,6 +96,7 @@ fn record_install(result: &mut InstallResult, outcome: InstallOutcome, timeout_s
     result.output = Some(run.stderr.clone());
     result.duration_ms = Some(run.duration.as_millis() as u64);
     result.timed_out = Some(run.timed_out);
+    result.cancelled = Some(run.cancelled);
     if !failed.is_empty() {
         result.set_error(install_failure(run, &failed, timeout_secs));
     }
@@ -104,9 +115,12 @@ fn warnings(stderr: &str) -> Vec<String> {
 /// The `error` text of an install in which the requirements `failed` were not installed.
 fn install_failure(run: &RunOutcome, failed: &[&str], timeout_secs: u64) -> String {
     if run.timed_out {
-        format!("the install did not finish within {timeout_secs} s (setting INSTALL_TIMEOUT)")
+        format!(
+            "the install did not finish within {timeout_secs} s (the call's `timeout`, \
+             INSTALL_TIMEOUT when not given, at most MAX_TIMEOUT)"
+        )
     } else if run.cancelled {
-        "the install was cancelled by the client".to_string()
+        CANCELLED.to_string()
     } else {
         format!("could not install {}; see output", failed.join(", "))
     }
@@ -245,16 +259,14 @@ mod tests {
         };
         assert_eq!(
             install_failure(&late, &failed, 300),
-            "the install did not finish within 300 s (setting INSTALL_TIMEOUT)"
+            "the install did not finish within 300 s (the call's `timeout`, INSTALL_TIMEOUT \
+             when not given, at most MAX_TIMEOUT)"
         );
         let cancelled = RunOutcome {
             cancelled: true,
             ..run("")
         };
-        assert_eq!(
-            install_failure(&cancelled, &failed, 300),
-            "the install was cancelled by the client"
-        );
+        assert_eq!(install_failure(&cancelled, &failed, 300), CANCELLED);
     }
 
     #[test]
@@ -279,6 +291,23 @@ mod tests {
         assert_eq!(result.output.as_deref(), Some("WARNING: cache\n"));
         assert_eq!(result.duration_ms, Some(2500));
         assert_eq!(result.timed_out, Some(false));
+    }
+
+    #[test]
+    fn a_cancelled_install_says_so_in_a_field_list_runs_reads() {
+        let mut result = InstallResult::default();
+        let outcome = InstallOutcome {
+            packages: vec![package("torch", helpers::PackageStatus::Failed)],
+            run: RunOutcome {
+                cancelled: true,
+                ..run("")
+            },
+        };
+        record_install(&mut result, outcome, 300);
+        assert_eq!(result.cancelled, Some(true));
+        assert_eq!(result.error.as_deref(), Some(CANCELLED));
+        let value = serde_json::to_value(&result).unwrap();
+        assert_eq!(value["cancelled"], true, "{value}");
     }
 
     #[test]

@@ -334,8 +334,9 @@ fn run_failure(o: &RunOutcome, limits: &Limits) -> Option<String> {
         ))
     } else if o.timed_out {
         Some(format!(
-            "the program did not finish within {} s and was killed (the call's timeout, at most \
-             the server's EXECUTION_TIMEOUT); output printed before that is kept",
+            "the program did not finish within {} s and was killed (the call's `timeout`, \
+             EXECUTION_TIMEOUT when not given, at most MAX_TIMEOUT); output printed before that \
+             is kept",
             limits.timeout_secs
         ))
     } else {

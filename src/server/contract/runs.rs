@@ -1,6 +1,7 @@
 //! The long-run part of the tool contract: what a call that outlasted `RESULT_WAIT` answers
 //! (`Background`, flattened into the results of the tools that can go to the background), and
-//! the arguments and results of `get_run`, `cancel_run` and `list_runs`.
+//! the arguments and results of `get_run`, `cancel_run` and `list_runs`, and the long-run
+//! limits `get_environment_config` reports.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -98,4 +99,18 @@ pub struct RunLookup {
     pub run_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub state: Option<RunState>,
+}
+
+/// Limits of long runs, as `get_environment_config` reports them.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct RunLimits {
+    /// Longest `timeout` a call may ask for, seconds (MAX_TIMEOUT).
+    pub max_timeout_secs: u64,
+    /// How long a call waits for its run before answering status "running" (RESULT_WAIT).
+    pub result_wait_secs: u64,
+    /// How long finished results are kept for get_run, seconds (RUN_RETENTION).
+    pub run_retention_secs: u64,
+    /// Runs still going at once (in the background or whose call still waits), per principal
+    /// over HTTP (MAX_BACKGROUND_RUNS).
+    pub max_background_runs: usize,
 }
