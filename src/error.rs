@@ -221,11 +221,6 @@ pub enum SandboxError {
     #[error("could not copy files between the storage folder and the run (STORAGE_MODE=copy): {0}")]
     Copy(String),
     #[error(
-        "sessions need the storage folder mounted into their container (STORAGE_MODE=bind); \
-         with STORAGE_MODE=copy use execute_code without session_id"
-    )]
-    SessionsNeedBind,
-    #[error(
         "the Docker daemon has no OCI runtime {runtime:?} (RUNTIME); it lists: {listed}. \
          Register it (for gVisor: run scripts/setup-gvisor.sh as root) or unset RUNTIME"
     )]

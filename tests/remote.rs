@@ -5,8 +5,9 @@
 //! DOCKER_CERT_PATH (the Docker CLI's conventions), so STORAGE_MODE defaults to `copy`: a run's
 //! container mounts no folder of this host (inspected while it runs), gets the folder's files
 //! in and gives the files it wrote back, with the same result as with `bind` on the local
-//! socket. Sessions are refused clearly in copy mode; a client whose CA the listener does not
-//! trust gets a clear error and the server keeps answering.
+//! socket. A session there keeps its state and its copy of the folder in step with the host's
+//! at each call; a client whose CA the listener does not trust gets a clear error and the
+//! server keeps answering.
 //!
 //! Nothing leaves this machine: the listener is on 127.0.0.1 and forwards to the local socket.
 
@@ -175,6 +176,52 @@ async fn seed(s: &Server) -> Result<()> {
     Ok(())
 }
 
+/// A session on the remote daemon keeps its state, and its copy of the folder stays in step
+/// with the server's at each call: what it writes or deletes shows on the host after the call,
+/// a file written on the host between calls is there at the next.
+async fn session_in_copy_mode(s: &Server) -> Result<()> {
+    let (r, is_error) = s.call("create_session", json!({})).await?;
+    anyhow::ensure!(!is_error, "create_session: {r}");
+    let id = str_field(&r, "session_id").to_string();
+    let call = |code: &str| {
+        s.call(
+            "execute_code",
+            json!({ "code": code, "session_id": id.as_str() }),
+        )
+    };
+    let (r, is_error) = call(
+        "import os\nx = 41\nprint(open('input.txt').read().strip())\n\
+         open('from_session.txt', 'w').write('written in a session')\nos.remove('same.txt')",
+    )
+    .await?;
+    assert!(!is_error, "{r}");
+    assert_eq!(str_field(&r, "stdout"), "input from the host\n", "{r}");
+    assert_eq!(
+        std::fs::read_to_string(s.storage.join("from_session.txt"))?,
+        "written in a session"
+    );
+    assert!(
+        !s.storage.join("same.txt").exists(),
+        "deleted in the session"
+    );
+
+    let (r, is_error) = s
+        .call(
+            "write_file",
+            json!({ "path": "between.txt", "content": "from the host" }),
+        )
+        .await?;
+    assert!(!is_error, "{r}");
+    let (r, is_error) = call("print(x + 1, open('between.txt').read())").await?;
+    assert!(!is_error, "{r}");
+    assert_eq!(str_field(&r, "stdout"), "42 from the host\n", "{r}");
+    assert_eq!(r["session_state"], "alive", "{r}");
+
+    let (r, is_error) = s.call("close_session", json!({ "session_id": id })).await?;
+    assert!(!is_error, "{r}");
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_daemon_over_tcp_with_tls_runs_code_with_copied_files_like_a_local_one() -> Result<()> {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
@@ -248,10 +295,7 @@ async fn a_daemon_over_tcp_with_tls_runs_code_with_copied_files_like_a_local_one
         );
         assert_eq!(essence(&r), essence(&l), "copy and bind differ");
 
-        // Sessions need the folder mounted: refused, clearly.
-        let (s, s_error) = remote.call("create_session", json!({})).await?;
-        assert!(s_error, "{s}");
-        assert!(str_field(&s, "error").contains("STORAGE_MODE"), "{s}");
+        session_in_copy_mode(&remote).await?;
         anyhow::Ok(())
     }
     .await;

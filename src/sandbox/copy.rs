@@ -9,7 +9,7 @@
 //! changed meanwhile (another run or `write_file` wrote it: the newer file wins); folders the
 //! run removed go when empty. Pure file and tar work: the engine calls are the runner's.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::path::{Component, Path, PathBuf};
 use std::time::SystemTime;
@@ -50,8 +50,15 @@ impl CopySettings {
 /// and each folder (paths relative to the storage folder).
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Sent {
-    files: Vec<(PathBuf, u64, Option<SystemTime>)>,
+    files: HashMap<PathBuf, (u64, Option<SystemTime>)>,
     dirs: Vec<PathBuf>,
+}
+
+impl Sent {
+    /// Whether `rel` is listed with that size and modification time.
+    fn has(&self, rel: &Path, len: u64, modified: Option<SystemTime>) -> bool {
+        modified.is_some() && self.files.get(rel) == Some(&(len, modified))
+    }
 }
 
 fn io_err(what: &str, e: impl std::fmt::Display) -> SandboxError {
@@ -61,12 +68,63 @@ fn io_err(what: &str, e: impl std::fmt::Display) -> SandboxError {
 /// The storage folder's files as a tar archive for [`COPY_MOUNT`]: everything under `code/`,
 /// owned by `owner` (the run user, who must be able to write there); and what went in.
 pub fn pack(settings: &CopySettings, owner: (u32, u32)) -> Result<(Vec<u8>, Sent), SandboxError> {
+    pack_since(settings, owner, None)
+}
+
+/// As [`pack`], but a file whose size and modification time are those `since` lists (the
+/// folder as a session's container last received or gave it back) stays out of the archive:
+/// the container has it. The [`Sent`] returned lists every file, sent now or before.
+pub fn pack_since(
+    settings: &CopySettings,
+    owner: (u32, u32),
+    since: Option<&Sent>,
+) -> Result<(Vec<u8>, Sent), SandboxError> {
     let mut builder = tar::Builder::new(Vec::new());
-    let mut sent = Sent::default();
     let mut total = 0u64;
     append(&mut builder, Path::new(TOP), None, owner)?;
-    let mut pending = vec![(settings.root.clone(), PathBuf::from(TOP))];
-    while let Some((dir, name)) = pending.pop() {
+    let sent = walk(settings, |rel, path, len| {
+        let inner = Path::new(TOP).join(rel);
+        let Some(path) = path else {
+            return append(&mut builder, &inner, None, owner);
+        };
+        if since.is_some_and(|s| s.has(rel, len, modified(path))) {
+            return Ok(());
+        }
+        let data = std::fs::read(path).map_err(|e| io_err("read a file", e))?;
+        total += data.len() as u64;
+        if total > settings.max_total_bytes {
+            return Err(SandboxError::CopyTooLarge {
+                max: settings.max_total_bytes,
+            });
+        }
+        append(&mut builder, &inner, Some(&data), owner)
+    })?;
+    let tar = builder
+        .into_inner()
+        .map_err(|e| io_err("pack the storage folder", e))?;
+    Ok((tar, sent))
+}
+
+/// The storage folder as it is now, in the terms of [`Sent`] (after a session's files came
+/// back: what its container and the folder both hold).
+pub fn scan(settings: &CopySettings) -> Result<Sent, SandboxError> {
+    walk(settings, |_, _, _| Ok(()))
+}
+
+fn modified(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).ok().and_then(|m| m.modified().ok())
+}
+
+/// Visits every folder (`path` None) and regular file of at most MAX_FILE_SIZE under the
+/// storage folder, by path relative to it, parents first; hidden top-level entries, links and
+/// special files are left out. What was visited, as a [`Sent`].
+fn walk(
+    settings: &CopySettings,
+    mut visit: impl FnMut(&Path, Option<&Path>, u64) -> Result<(), SandboxError>,
+) -> Result<Sent, SandboxError> {
+    let mut sent = Sent::default();
+    let mut pending = vec![(settings.root.clone(), PathBuf::new())];
+    while let Some((dir, rel_dir)) = pending.pop() {
         let entries = std::fs::read_dir(&dir).map_err(|e| io_err("read the storage folder", e))?;
         for entry in entries.flatten() {
             let file_name = entry.file_name();
@@ -74,36 +132,21 @@ pub fn pack(settings: &CopySettings, owner: (u32, u32)) -> Result<(Vec<u8>, Sent
             if top_level && file_name.to_string_lossy().starts_with('.') {
                 continue;
             }
-            let Ok(kind) = entry.file_type() else {
+            let (Ok(kind), Ok(meta)) = (entry.file_type(), entry.metadata()) else {
                 continue;
             };
-            let inner = name.join(&file_name);
-            let rel = inner.strip_prefix(TOP).unwrap_or(&inner).to_path_buf();
+            let rel = rel_dir.join(&file_name);
             if kind.is_dir() {
-                append(&mut builder, &inner, None, owner)?;
-                pending.push((entry.path(), inner));
+                visit(&rel, None, 0)?;
+                pending.push((entry.path(), rel.clone()));
                 sent.dirs.push(rel);
-            } else if kind.is_file() {
-                let data = std::fs::read(entry.path()).map_err(|e| io_err("read a file", e))?;
-                if data.len() as u64 > settings.max_file_bytes {
-                    continue;
-                }
-                total += data.len() as u64;
-                if total > settings.max_total_bytes {
-                    return Err(SandboxError::CopyTooLarge {
-                        max: settings.max_total_bytes,
-                    });
-                }
-                append(&mut builder, &inner, Some(&data), owner)?;
-                let modified = entry.metadata().ok().and_then(|m| m.modified().ok());
-                sent.files.push((rel, data.len() as u64, modified));
+            } else if kind.is_file() && meta.len() <= settings.max_file_bytes {
+                visit(&rel, Some(&entry.path()), meta.len())?;
+                sent.files.insert(rel, (meta.len(), meta.modified().ok()));
             }
         }
     }
-    let tar = builder
-        .into_inner()
-        .map_err(|e| io_err("pack the storage folder", e))?;
-    Ok((tar, sent))
+    Ok(sent)
 }
 
 /// Appends a folder (`data` None) or a file to the archive, owned by `owner`.
@@ -190,7 +233,7 @@ pub fn unpack(
 /// one that went in; then the folders that went in and did not come back, deepest first, where
 /// empty. Best effort: what cannot be deleted stays.
 fn delete_what_the_run_deleted(root: &Path, sent: &Sent, seen: &HashSet<PathBuf>) {
-    for (rel, len, modified) in &sent.files {
+    for (rel, (len, modified)) in &sent.files {
         if seen.contains(rel) {
             continue;
         }
@@ -443,6 +486,31 @@ mod tests {
             "newer on the server",
             "a file the server wrote after it went in is not deleted"
         );
+    }
+
+    #[test]
+    fn pack_since_sends_only_what_changed_and_lists_everything() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        std::fs::create_dir_all(root.join("d")).unwrap();
+        std::fs::write(root.join("same.txt"), "same").unwrap();
+        std::fs::write(root.join("d/edited.txt"), "old").unwrap();
+        let (_, first) = pack(&settings(root), (1, 1)).unwrap();
+        assert_eq!(
+            scan(&settings(root)).unwrap(),
+            first,
+            "scan sees what pack sent"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(root.join("d/edited.txt"), "new!").unwrap();
+        std::fs::write(root.join("added.txt"), "added").unwrap();
+        let (packed, now) = pack_since(&settings(root), (1, 1), Some(&first)).unwrap();
+        assert_eq!(
+            names(&packed),
+            ["code/", "code/added.txt", "code/d/", "code/d/edited.txt"]
+        );
+        assert_eq!(now.files.len(), 3, "{now:?}");
+        assert_eq!(now, scan(&settings(root)).unwrap());
     }
 
     #[test]

@@ -4,8 +4,8 @@
 //! - this module: [`Sandbox`], the one handle the server holds (run a job warm or cold, the
 //!   pool, environments, cleanup), and [`SandboxSettings`];
 //! - [`helpers`]: prepare/create environments, install and check packages;
-//! - [`sessions`] (and `session_call`): live interpreters that keep state across calls and
-//!   outlive the server;
+//! - [`sessions`] (and `session_call`; `session_sync`: a session's copy of the folder in copy
+//!   mode): live interpreters that keep state across calls and outlive the server;
 //! - [`pool`]: pre-started single-use containers; [`volumes`]: environment volumes and seeding;
 //! - [`runner`]: a job in a cold or warm container, and [`conversation`] with its runner
 //!   (or following a dead server's run from its logs); [`copy`]: the
@@ -34,6 +34,7 @@ pub mod pool;
 pub mod runner;
 pub mod runtime;
 mod session_call;
+mod session_sync;
 pub mod sessions;
 #[cfg(test)]
 mod tests;

@@ -167,8 +167,23 @@ async fn copy_in(
         .and_then(|u| u.split_once(':'))
         .and_then(|(u, g)| Some((u.parse().ok()?, g.parse().ok()?)))
         .unwrap_or((0, 0));
+    copy_in_since(engine, id, copy, owner, None).await
+}
+
+/// Copies the files of the storage folder that `since` does not list as they are now (all of
+/// them without it) into container `id`'s copy volume, owned by `owner`; the folder as the
+/// container now has it (see [`copy::pack_since`]). The container may be running.
+pub async fn copy_in_since(
+    engine: &dyn ContainerEngine,
+    id: &str,
+    copy: &CopySettings,
+    owner: (u32, u32),
+    since: Option<copy::Sent>,
+) -> Result<copy::Sent, SandboxError> {
     let settings = copy.clone();
-    let (tar, sent) = tokio::task::spawn_blocking(move || copy::pack(&settings, owner))
+    let packed =
+        tokio::task::spawn_blocking(move || copy::pack_since(&settings, owner, since.as_ref()));
+    let (tar, sent) = packed
         .await
         .map_err(|e| SandboxError::Copy(e.to_string()))??;
     engine.upload_archive(id, COPY_MOUNT, tar.into()).await?;

@@ -19,8 +19,9 @@ use super::engine::{Attached, Created, ListedContainer};
 use super::labels::{self, LABEL_CREATED, LABEL_SESSION, LABEL_SESSION_NAME, LABEL_STORAGE};
 use super::lifecycle::{image_missing, lock, unix_now};
 use super::policy::{self, Purpose, RunPolicy};
-use super::runner::{Job, RunOutcome};
+use super::runner::{self, Job, RunOutcome};
 use super::session_call::{self, CallEnd};
+use super::session_sync::{self, Synced};
 use crate::environment::{EnvSpec, EnvType};
 use crate::error::SandboxError;
 
@@ -82,6 +83,8 @@ struct Session {
     runs: AtomicU64,
     /// The attach this server holds (none until the first call); its mutex serialises calls.
     io: tokio::sync::Mutex<Option<Attached>>,
+    /// Copy mode: the folder as the container last had it.
+    synced: Synced,
 }
 
 impl Session {
@@ -123,9 +126,6 @@ impl Sandbox {
         env: &EnvSpec,
         name: Option<&str>,
     ) -> Result<SessionInfo, SandboxError> {
-        if self.settings.copy.is_some() {
-            return Err(SandboxError::SessionsNeedBind);
-        }
         let settings = &self.settings.sessions;
         self.adopt_sessions().await?;
         let live = lock(&self.sessions.live).len();
@@ -162,6 +162,20 @@ impl Sandbox {
             Created::NameTaken => return Err(SandboxError::NameTaken),
         };
         let mut guard = self.life.guard(&container);
+        // Copy mode: the folder's copy is there before the interpreter starts in it.
+        let synced = match &self.settings.copy {
+            Some(copy) => Some(
+                runner::copy_in_since(
+                    self.life.engine(),
+                    &container,
+                    copy,
+                    self.settings.run_as,
+                    None,
+                )
+                .await?,
+            ),
+            None => None,
+        };
         self.life.engine().start(&container).await?;
         guard.disarm();
         let session = Arc::new(Session {
@@ -173,6 +187,7 @@ impl Sandbox {
             last_used: AtomicU64::new(created),
             runs: AtomicU64::new(0),
             io: tokio::sync::Mutex::new(None),
+            synced: Synced::new(synced),
         });
         let info = session.info();
         session_call::save_record(&settings.state_dir, &info);
@@ -257,6 +272,7 @@ impl Sandbox {
             last_used: AtomicU64::new(last_used),
             runs: AtomicU64::new(runs),
             io: tokio::sync::Mutex::new(None),
+            synced: Synced::default(),
             id,
         })
     }
@@ -396,7 +412,29 @@ impl Sandbox {
         let Some(attached) = io.as_mut() else {
             return Err(SandboxError::ShuttingDown);
         };
+        // Copy mode: the container gets the files it lacks, and runs the program by its path
+        // in the copy; what the call wrote comes back after it.
+        let (inside, sync) = match &self.settings.copy {
+            Some(copy) => {
+                let (container, owner) = (&session.container, self.settings.run_as);
+                let sent =
+                    session_sync::before_call(engine, container, copy, owner, &session.synced);
+                (copy.inside(job.path), Some((copy, sent.await?)))
+            }
+            None => (job.path.to_string(), None),
+        };
+        let job = Job {
+            path: &inside,
+            ..job
+        };
         let end = session_call::call(engine, &session.container, attached, &job, cancel).await;
+        let end = match (end, &sync) {
+            (Ok(end), Some((copy, sent))) => {
+                let (container, synced) = (&session.container, &session.synced);
+                session_sync::after_end(engine, container, copy, sent, end, synced).await
+            }
+            (end, _) => end,
+        };
         session.runs.fetch_add(1, Ordering::SeqCst);
         session.last_used.store(unix_now(), Ordering::SeqCst);
         session_call::save_record(state_dir, &session.info());
