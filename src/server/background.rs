@@ -276,7 +276,13 @@ impl Runs {
         let mut all: HashMap<String, Record> = read_records(&self.settings.state_dir)
             .into_iter()
             .filter(|r| !self.expired(r))
-            .map(|r| (r.run_id.clone(), r))
+            .map(|mut r| {
+                // Still going on another server: its elapsed time is now's, not the record's.
+                if r.state == RunState::Running {
+                    r.elapsed_secs = Some(unix_now().saturating_sub(r.started_unix) as f64);
+                }
+                (r.run_id.clone(), r)
+            })
             .collect();
         for h in self.table().values() {
             let record = match h.finished() {
@@ -350,6 +356,7 @@ impl Runs {
     pub fn mark_lost(&self, mut r: Record, reason: String) -> Record {
         r.state = RunState::Lost;
         r.finished_unix = Some(unix_now());
+        r.elapsed_secs = Some(unix_now().saturating_sub(r.started_unix) as f64);
         r.lost_reason = Some(reason);
         write_record(&self.settings.state_dir, &r);
         let _ = std::fs::remove_file(resumable_path(&self.settings.state_dir, &r.run_id));

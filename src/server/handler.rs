@@ -75,7 +75,7 @@ impl ServerHandler for CodeExecutor {
         request: rmcp::model::CancelTaskParams,
         context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
-        tasks::cancel(&*self.world(&context)?, &request.task_id)
+        tasks::cancel(&self.world(&context)?, &request.task_id).await
     }
 
     /// No run ever asks its client for input: responses are ignored (as the extension says

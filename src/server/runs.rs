@@ -165,7 +165,7 @@ fn poll_after(elapsed_secs: f64, result_wait: u64) -> u64 {
 /// A run another server started: its handle once this server has taken it over (its server is
 /// gone), else the answer: its result when it ended; while that server lives (two servers may
 /// share a storage folder), that it runs there; `lost` when it cannot be taken over.
-async fn take_over(
+pub(super) async fn take_over(
     state: &Arc<State>,
     record: Record,
 ) -> Result<Arc<RunHandle>, Result<CallToolResult, ErrorData>> {

@@ -4,6 +4,8 @@
 //! `tasks/get` answers the run's state and, once it ended, the same result the tool would have
 //! returned; `tasks/cancel` stops it. Clients without the extension never see a difference.
 
+use std::sync::Arc;
+
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, CreateTaskResult, DetailedTask,
     GetTaskResult, JsonObject, Task, TaskPayload, TaskStatus,
@@ -79,9 +81,14 @@ pub fn get(state: &State, task_id: &str) -> Result<GetTaskResult, ErrorData> {
     Ok(GetTaskResult::new(DetailedTask::new(task, payload)))
 }
 
-/// `tasks/cancel`: stops the run (its status follows).
-pub fn cancel(state: &State, task_id: &str) -> Result<(), ErrorData> {
-    if let Found::Here(h) = state.runs.find(task_id).map_err(not_found)? {
+/// `tasks/cancel`: stops the run (its status follows). A run whose server is gone is taken
+/// over first, as cancel_run does; one that another live server runs is left to it.
+pub async fn cancel(state: &Arc<State>, task_id: &str) -> Result<(), ErrorData> {
+    let handle = match state.runs.find(task_id).map_err(not_found)? {
+        Found::Here(h) => Some(h),
+        Found::Stored(record) => super::runs::take_over(state, *record).await.ok(),
+    };
+    if let Some(h) = handle {
         h.cancel.cancel();
     }
     Ok(())
