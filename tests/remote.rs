@@ -179,7 +179,7 @@ async fn seed(s: &Server) -> Result<()> {
 /// A session on the remote daemon keeps its state, and its copy of the folder stays in step
 /// with the server's at each call: what it writes or deletes shows on the host after the call,
 /// a file written on the host between calls is there at the next.
-async fn session_in_copy_mode(s: &Server) -> Result<()> {
+async fn session_in_copy_mode(s: &Server, other: &Server) -> Result<()> {
     let (r, is_error) = s.call("create_session", json!({})).await?;
     anyhow::ensure!(!is_error, "create_session: {r}");
     let id = str_field(&r, "session_id").to_string();
@@ -216,6 +216,20 @@ async fn session_in_copy_mode(s: &Server) -> Result<()> {
     assert!(!is_error, "{r}");
     assert_eq!(str_field(&r, "stdout"), "42 from the host\n", "{r}");
     assert_eq!(r["session_state"], "alive", "{r}");
+
+    let (r, _) = other.call("list_sessions", json!({})).await?;
+    assert_eq!(
+        r["sessions"],
+        json!([]),
+        "another folder's server lists it: {r}"
+    );
+    let (r, is_error) = other
+        .call(
+            "execute_code",
+            json!({ "code": "print(x)", "session_id": id.as_str() }),
+        )
+        .await?;
+    assert!(is_error, "another folder's server reached the session: {r}");
 
     let (r, is_error) = s.call("close_session", json!({ "session_id": id })).await?;
     assert!(!is_error, "{r}");
@@ -295,7 +309,13 @@ async fn a_daemon_over_tcp_with_tls_runs_code_with_copied_files_like_a_local_one
         );
         assert_eq!(essence(&r), essence(&l), "copy and bind differ");
 
-        session_in_copy_mode(&remote).await?;
+        // Another server on the same daemon, with its own storage folder (another principal's
+        // world alike): every folder's copy is at the same path in its containers, yet it
+        // neither sees nor reaches the first one's session.
+        let other = Server::start_with(remote_opts(port, pki.dir.path())).await?;
+        let checked = session_in_copy_mode(&remote, &other).await;
+        other.stop().await?;
+        checked?;
         anyhow::Ok(())
     }
     .await;

@@ -1,18 +1,24 @@
 //! Copy mode (`STORAGE_MODE=copy`, for a daemon that cannot bind-mount the server's storage
-//! folder): a run's container gets an anonymous volume at [`COPY_MOUNT`] instead of the folder;
-//! the folder's files go in as a tar stream before the run starts ([`pack`]) and the files the
-//! run created or changed come back as one after it ended ([`unpack`]), each file at most
-//! MAX_FILE_SIZE and all of them at most MAX_COPY_SIZE. Hidden top-level entries (the server's
-//! state) stay on the server; symlinks and special files never cross; what comes back is
-//! written atomically and only inside the folder. A file that went in ([`Sent`]) and is gone
-//! when the run ends was deleted by the run and is deleted here too, unless the server's copy
-//! changed meanwhile (another run or `write_file` wrote it: the newer file wins); folders the
-//! run removed go when empty. Pure file and tar work: the engine calls are the runner's.
+//! folder): a run's (or session's) container gets an anonymous volume at [`COPY_MOUNT`] instead
+//! of the folder; the folder's files go in as a tar stream ([`pack`], [`pack_since`]) and come
+//! back as one ([`unpack`]), each file at most MAX_FILE_SIZE and all of them at most
+//! MAX_COPY_SIZE. Hidden top-level entries (the server's state) stay on the server; symlinks
+//! and special files never cross; what comes back is written atomically and only inside the
+//! folder, with the modification time it has in the container.
+//!
+//! What the container holds is tracked as a [`Held`]: each file's size and modification time
+//! (whole seconds, which tar keeps). A file that comes back as it went in was not touched by
+//! the program and is not written (the server's copy may be newer: another run or
+//! `write_file` wrote it meanwhile); a file that went in and is gone from a complete archive
+//! was deleted by the program and is deleted here too, unless the server's copy changed
+//! meanwhile; folders the program removed go when empty. A file rewritten with the same size
+//! within the second of its previous modification looks untouched (tar's times are whole
+//! seconds). Pure file and tar work: the engine calls are the runner's.
 
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::path::{Component, Path, PathBuf};
-use std::time::SystemTime;
+use std::time::UNIX_EPOCH;
 
 use crate::error::SandboxError;
 
@@ -46,19 +52,20 @@ impl CopySettings {
     }
 }
 
-/// What [`pack`] sent into a run: each file with the size and modification time it had then,
+/// The folder as a container holds it: each file's size and modification time (Unix seconds),
 /// and each folder (paths relative to the storage folder).
 #[derive(Debug, Default, Clone, PartialEq)]
-pub struct Sent {
-    files: HashMap<PathBuf, (u64, Option<SystemTime>)>,
-    dirs: Vec<PathBuf>,
+pub struct Held {
+    files: HashMap<PathBuf, (u64, u64)>,
+    dirs: HashSet<PathBuf>,
 }
 
-impl Sent {
-    /// Whether `rel` is listed with that size and modification time.
-    fn has(&self, rel: &Path, len: u64, modified: Option<SystemTime>) -> bool {
-        modified.is_some() && self.files.get(rel) == Some(&(len, modified))
-    }
+/// A file's size and modification time in whole Unix seconds (0 when unknown).
+fn stamp(meta: &std::fs::Metadata) -> (u64, u64) {
+    let secs = (meta.modified().ok())
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs());
+    (meta.len(), secs)
 }
 
 fn io_err(what: &str, e: impl std::fmt::Display) -> SandboxError {
@@ -66,87 +73,63 @@ fn io_err(what: &str, e: impl std::fmt::Display) -> SandboxError {
 }
 
 /// The storage folder's files as a tar archive for [`COPY_MOUNT`]: everything under `code/`,
-/// owned by `owner` (the run user, who must be able to write there); and what went in.
-pub fn pack(settings: &CopySettings, owner: (u32, u32)) -> Result<(Vec<u8>, Sent), SandboxError> {
+/// owned by `owner` (the run user, who must be able to write there); and what the container
+/// holds once it is unpacked there.
+pub fn pack(settings: &CopySettings, owner: (u32, u32)) -> Result<(Vec<u8>, Held), SandboxError> {
     pack_since(settings, owner, None)
 }
 
-/// As [`pack`], but a file whose size and modification time are those `since` lists (the
-/// folder as a session's container last received or gave it back) stays out of the archive:
-/// the container has it. The [`Sent`] returned lists every file, sent now or before.
+/// As [`pack`], for a container that holds `held` already: a file it holds as the folder has
+/// it stays out of the archive. The [`Held`] returned is `held` with what the archive adds (a
+/// file deleted from the folder since stays in the container, and in it).
 pub fn pack_since(
     settings: &CopySettings,
     owner: (u32, u32),
-    since: Option<&Sent>,
-) -> Result<(Vec<u8>, Sent), SandboxError> {
+    held: Option<&Held>,
+) -> Result<(Vec<u8>, Held), SandboxError> {
+    let mut now = held.cloned().unwrap_or_default();
     let mut builder = tar::Builder::new(Vec::new());
     let mut total = 0u64;
-    append(&mut builder, Path::new(TOP), None, owner)?;
-    let sent = walk(settings, |rel, path, len| {
-        let inner = Path::new(TOP).join(rel);
-        let Some(path) = path else {
-            return append(&mut builder, &inner, None, owner);
-        };
-        if since.is_some_and(|s| s.has(rel, len, modified(path))) {
-            return Ok(());
-        }
-        let data = std::fs::read(path).map_err(|e| io_err("read a file", e))?;
-        total += data.len() as u64;
-        if total > settings.max_total_bytes {
-            return Err(SandboxError::CopyTooLarge {
-                max: settings.max_total_bytes,
-            });
-        }
-        append(&mut builder, &inner, Some(&data), owner)
-    })?;
-    let tar = builder
-        .into_inner()
-        .map_err(|e| io_err("pack the storage folder", e))?;
-    Ok((tar, sent))
-}
-
-/// The storage folder as it is now, in the terms of [`Sent`] (after a session's files came
-/// back: what its container and the folder both hold).
-pub fn scan(settings: &CopySettings) -> Result<Sent, SandboxError> {
-    walk(settings, |_, _, _| Ok(()))
-}
-
-fn modified(path: &Path) -> Option<SystemTime> {
-    std::fs::metadata(path).ok().and_then(|m| m.modified().ok())
-}
-
-/// Visits every folder (`path` None) and regular file of at most MAX_FILE_SIZE under the
-/// storage folder, by path relative to it, parents first; hidden top-level entries, links and
-/// special files are left out. What was visited, as a [`Sent`].
-fn walk(
-    settings: &CopySettings,
-    mut visit: impl FnMut(&Path, Option<&Path>, u64) -> Result<(), SandboxError>,
-) -> Result<Sent, SandboxError> {
-    let mut sent = Sent::default();
+    append(&mut builder, Path::new(TOP), None, owner, 0)?;
     let mut pending = vec![(settings.root.clone(), PathBuf::new())];
     while let Some((dir, rel_dir)) = pending.pop() {
         let entries = std::fs::read_dir(&dir).map_err(|e| io_err("read the storage folder", e))?;
         for entry in entries.flatten() {
             let file_name = entry.file_name();
-            let top_level = dir == settings.root;
-            if top_level && file_name.to_string_lossy().starts_with('.') {
+            if dir == settings.root && file_name.to_string_lossy().starts_with('.') {
                 continue;
             }
             let (Ok(kind), Ok(meta)) = (entry.file_type(), entry.metadata()) else {
                 continue;
             };
             let rel = rel_dir.join(&file_name);
+            let inner = Path::new(TOP).join(&rel);
             if kind.is_dir() {
-                visit(&rel, None, 0)?;
+                append(&mut builder, &inner, None, owner, 0)?;
                 pending.push((entry.path(), rel.clone()));
-                sent.dirs.push(rel);
-            } else if kind.is_file() && meta.len() <= settings.max_file_bytes {
-                visit(&rel, Some(&entry.path()), meta.len())?;
-                sent.files.insert(rel, (meta.len(), meta.modified().ok()));
+                now.dirs.insert(rel);
+                continue;
             }
+            let (len, mtime) = stamp(&meta);
+            let fits = kind.is_file() && len <= settings.max_file_bytes;
+            if !fits || now.files.get(&rel) == Some(&(len, mtime)) {
+                continue;
+            }
+            let data = std::fs::read(entry.path()).map_err(|e| io_err("read a file", e))?;
+            total += data.len() as u64;
+            if total > settings.max_total_bytes {
+                return Err(SandboxError::CopyTooLarge {
+                    max: settings.max_total_bytes,
+                });
+            }
+            append(&mut builder, &inner, Some(&data), owner, mtime)?;
+            now.files.insert(rel, (data.len() as u64, mtime));
         }
     }
-    Ok(sent)
+    let tar = builder
+        .into_inner()
+        .map_err(|e| io_err("pack the storage folder", e))?;
+    Ok((tar, now))
 }
 
 /// Appends a folder (`data` None) or a file to the archive, owned by `owner`.
@@ -155,6 +138,7 @@ fn append(
     path: &Path,
     data: Option<&[u8]>,
     owner: (u32, u32),
+    mtime: u64,
 ) -> Result<(), SandboxError> {
     let mut h = tar::Header::new_gnu();
     let (kind, mode, bytes, path) = match data {
@@ -171,20 +155,28 @@ fn append(
     h.set_uid(owner.0.into());
     h.set_gid(owner.1.into());
     h.set_size(bytes.len() as u64);
-    h.set_mtime(crate::sandbox::lifecycle::unix_now());
+    // A file keeps its time (so that it can be told untouched when it comes back); a folder
+    // gets now.
+    h.set_mtime(if data.is_some() {
+        mtime
+    } else {
+        crate::sandbox::lifecycle::unix_now()
+    });
     b.append_data(&mut h, path, bytes)
         .map_err(|e| io_err("pack the storage folder", e))
 }
 
-/// Writes the files of `archive` (the engine's archive of [`COPY_WORKDIR`]) that are new or
-/// differ from the storage folder's into it. Returns what was not copied back, and why.
+/// Brings the engine's archive of [`COPY_WORKDIR`] into the storage folder: the files the
+/// program created or changed (those `held`, what the container held before, does not list as
+/// they are) are written; with `held`, those it deleted are deleted (see the module's rules).
+/// Returns what was not copied back (and why), and what the container holds now.
 pub fn unpack(
     settings: &CopySettings,
     archive: &[u8],
-    sent: Option<&Sent>,
-) -> Result<Vec<String>, SandboxError> {
+    held: Option<&Held>,
+) -> Result<(Vec<String>, Held), SandboxError> {
     let mut skipped = Vec::new();
-    let mut seen = HashSet::new();
+    let mut now = Held::default();
     let mut total = 0u64;
     let mut tar = tar::Archive::new(archive);
     let entries = tar
@@ -196,16 +188,24 @@ pub fn unpack(
             continue;
         };
         let shown = rel.to_string_lossy().into_owned();
-        seen.insert(rel.clone());
         match entry.header().entry_type() {
             tar::EntryType::Regular | tar::EntryType::Continuous => {}
-            tar::EntryType::Directory => continue,
+            tar::EntryType::Directory => {
+                now.dirs.insert(rel);
+                continue;
+            }
             _ => {
                 skipped.push(format!("{shown} (not a regular file)"));
                 continue;
             }
         }
         let size = entry.size();
+        let mtime = entry.header().mtime().unwrap_or(0);
+        let untouched = held.is_some_and(|h| h.files.get(&rel) == Some(&(size, mtime)));
+        now.files.insert(rel.clone(), (size, mtime));
+        if untouched {
+            continue;
+        }
         if size > settings.max_file_bytes {
             skipped.push(format!("{shown} ({size} bytes, over MAX_FILE_SIZE)"));
             continue;
@@ -219,32 +219,49 @@ pub fn unpack(
         entry
             .read_to_end(&mut data)
             .map_err(|e| io_err("read a file of the run", e))?;
-        if let Err(why) = store(&settings.root, &rel, &data) {
+        if data.len() as u64 != size {
+            return Err(io_err(
+                "read a file of the run",
+                format!("{shown} is cut short"),
+            ));
+        }
+        if let Err(why) = store(&settings.root, &rel, &data, mtime) {
             skipped.push(format!("{shown} ({why})"));
         }
     }
-    if let Some(sent) = sent {
-        delete_what_the_run_deleted(&settings.root, sent, &seen);
+    // Deletions only from an archive known whole: one cut short at an entry's boundary reads
+    // as a shorter list, and what it lacks would be taken for deleted.
+    if let (Some(held), true) = (held, ends_whole(archive)) {
+        delete_what_the_program_deleted(&settings.root, held, &now);
     }
-    Ok(skipped)
+    Ok((skipped, now))
 }
 
-/// Deletes the files that went in and did not come back, where the server's copy is still the
-/// one that went in; then the folders that went in and did not come back, deepest first, where
-/// empty. Best effort: what cannot be deleted stays.
-fn delete_what_the_run_deleted(root: &Path, sent: &Sent, seen: &HashSet<PathBuf>) {
-    for (rel, (len, modified)) in &sent.files {
-        if seen.contains(rel) {
+/// Whether a tar archive ends with its end-of-archive marker (two zero blocks).
+fn ends_whole(archive: &[u8]) -> bool {
+    archive.len() >= 1024 && archive[archive.len() - 1024..].iter().all(|b| *b == 0)
+}
+
+/// Deletes the files `held` lists and `now` does not, where the server's copy is still the one
+/// the container held; then such folders, deepest first, where empty. Best effort: what cannot
+/// be deleted stays.
+fn delete_what_the_program_deleted(root: &Path, held: &Held, now: &Held) {
+    for (rel, was) in &held.files {
+        if now.files.contains_key(rel) {
             continue;
         }
         let path = root.join(rel);
-        let unchanged = std::fs::symlink_metadata(&path)
-            .is_ok_and(|m| m.is_file() && m.len() == *len && m.modified().ok() == *modified);
+        let unchanged =
+            std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_file() && stamp(&m) == *was);
         if unchanged {
             let _ = std::fs::remove_file(&path);
         }
     }
-    let mut gone: Vec<&PathBuf> = sent.dirs.iter().filter(|d| !seen.contains(*d)).collect();
+    let mut gone: Vec<&PathBuf> = held
+        .dirs
+        .iter()
+        .filter(|d| !now.dirs.contains(*d))
+        .collect();
     gone.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
     for rel in gone {
         let _ = std::fs::remove_dir(root.join(rel));
@@ -266,9 +283,9 @@ fn relative(path: &Path) -> Option<PathBuf> {
     (plain && !hidden).then_some(rel)
 }
 
-/// Writes `data` to `root/rel` unless it holds that already: folders made as needed, never
+/// Writes `data` to `root/rel` (modified at `mtime`) unless it holds that already: folders made as needed, never
 /// through a symlink, the file replaced atomically.
-fn store(root: &Path, rel: &Path, data: &[u8]) -> Result<(), String> {
+fn store(root: &Path, rel: &Path, data: &[u8], mtime: u64) -> Result<(), String> {
     let target = root.join(rel);
     let mut dir = root.to_path_buf();
     if let Some(parent) = rel.parent() {
@@ -291,7 +308,15 @@ fn store(root: &Path, rel: &Path, data: &[u8]) -> Result<(), String> {
     }
     let name = rel.file_name().map(|n| n.to_string_lossy().into_owned());
     let tmp = dir.join(format!(".{}.mce-copy", name.unwrap_or_default()));
-    std::fs::write(&tmp, data).map_err(|e| e.to_string())?;
+    let written = std::fs::File::create(&tmp).and_then(|mut f| {
+        std::io::Write::write_all(&mut f, data)?;
+        // The container's time: the next exchange tells this copy from a newer one by it.
+        f.set_modified(UNIX_EPOCH + std::time::Duration::from_secs(mtime))
+    });
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e.to_string());
+    }
     std::fs::rename(&tmp, &target).map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
         e.to_string()
@@ -313,9 +338,33 @@ mod tests {
     /// An archive as the engine returns it for COPY_WORKDIR.
     fn archive(files: &[(&str, &[u8])]) -> Vec<u8> {
         let mut b = tar::Builder::new(Vec::new());
-        append(&mut b, Path::new(TOP), None, (1000, 1000)).unwrap();
+        append(&mut b, Path::new(TOP), None, (1000, 1000), 0).unwrap();
+        let now = crate::sandbox::lifecycle::unix_now();
         for (path, data) in files {
-            append(&mut b, Path::new(path), Some(data), (1000, 1000)).unwrap();
+            append(&mut b, Path::new(path), Some(data), (1000, 1000), now).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    /// What the engine gives back after a program kept `keep` of what `packed` brought in (as
+    /// they were) and wrote `add`.
+    fn after_program(packed: &[u8], keep: &[&str], add: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut tar = tar::Archive::new(packed);
+        for entry in tar.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            let path = entry.path().unwrap().to_string_lossy().into_owned();
+            let name = path.trim_end_matches('/');
+            if name == TOP || keep.contains(&name) {
+                let mut header = entry.header().clone();
+                let mut data = Vec::new();
+                entry.read_to_end(&mut data).unwrap();
+                b.append_data(&mut header, name, &data[..]).unwrap();
+            }
+        }
+        let now = crate::sandbox::lifecycle::unix_now();
+        for (path, data) in add {
+            append(&mut b, Path::new(path), Some(data), (1, 1), now).unwrap();
         }
         b.into_inner().unwrap()
     }
@@ -342,12 +391,10 @@ mod tests {
         std::fs::write(root.join(".mce-runs/r.json"), "{}").unwrap();
         std::fs::write(root.join("big.bin"), vec![0u8; (1 << 20) + 1]).unwrap();
         std::os::unix::fs::symlink("/etc/passwd", root.join("link")).unwrap();
-        let (packed, sent) = pack(&settings(root), (1000, 1000)).unwrap();
-        assert_eq!(sent.files.len(), 2, "{sent:?}");
-        assert_eq!(
-            sent.dirs,
-            [PathBuf::from("data"), PathBuf::from("data/sub")]
-        );
+        let (packed, held) = pack(&settings(root), (1000, 1000)).unwrap();
+        assert_eq!(held.files.len(), 2, "{held:?}");
+        let dirs: HashSet<PathBuf> = ["data", "data/sub"].iter().map(PathBuf::from).collect();
+        assert_eq!(held.dirs, dirs);
         assert_eq!(
             names(&packed),
             [
@@ -393,7 +440,7 @@ mod tests {
             ("code/changed.txt", b"new"),
             ("code/out/fig.png", b"png"),
         ];
-        let skipped = unpack(&settings(root), &archive(files), None).unwrap();
+        let (skipped, _) = unpack(&settings(root), &archive(files), None).unwrap();
         assert!(skipped.is_empty(), "{skipped:?}");
         let after = std::fs::metadata(root.join("same.txt"))
             .unwrap()
@@ -433,7 +480,7 @@ mod tests {
             ("other/y.txt", b"y"),
             ("code/big.bin", &[0u8; (1 << 20) + 1]),
         ];
-        let skipped = unpack(&settings(&root), &archive(files), None).unwrap();
+        let (skipped, _) = unpack(&settings(&root), &archive(files), None).unwrap();
         assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
         assert!(!root.join(".mce-runs").exists());
         assert!(!root.join("big.bin").exists());
@@ -448,7 +495,7 @@ mod tests {
     }
 
     #[test]
-    fn what_the_run_deleted_is_deleted_unless_the_server_wrote_it_since() {
+    fn what_the_program_deleted_is_deleted_unless_the_server_wrote_it_since() {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path();
         std::fs::create_dir_all(root.join("old/deep")).unwrap();
@@ -462,55 +509,103 @@ mod tests {
         ] {
             std::fs::write(root.join(name), "in").unwrap();
         }
-        let (_, sent) = pack(&settings(root), (1000, 1000)).unwrap();
+        let (packed, held) = pack(&settings(root), (1000, 1000)).unwrap();
         // Meanwhile the server's copy of one of them changes, and a new file appears.
         std::fs::write(root.join("rewritten.txt"), "newer on the server").unwrap();
         std::fs::write(root.join("new.txt"), "new").unwrap();
-        // The run kept stays.txt and kept/ (without y.txt), deleted the rest.
-        let back: &[(&str, &[u8])] = &[("code/stays.txt", b"in")];
-        let mut b = tar::Builder::new(Vec::new());
-        append(&mut b, Path::new(TOP), None, (1, 1)).unwrap();
-        append(&mut b, Path::new("code/kept"), None, (1, 1)).unwrap();
-        for (path, data) in back {
-            append(&mut b, Path::new(path), Some(data), (1, 1)).unwrap();
-        }
-        let skipped = unpack(&settings(root), &b.into_inner().unwrap(), Some(&sent)).unwrap();
+        // The program kept stays.txt and kept/ (without y.txt), deleted the rest.
+        let back = after_program(&packed, &["code/stays.txt", "code/kept"], &[]);
+        let (skipped, now) = unpack(&settings(root), &back, Some(&held)).unwrap();
         assert!(skipped.is_empty(), "{skipped:?}");
         let left = |p: &str| root.join(p).exists();
         assert!(!left("gone.txt") && !left("old/deep/x.txt") && !left("kept/y.txt"));
-        assert!(!left("old"), "a folder the run removed goes");
-        assert!(left("kept"), "a folder the run kept stays");
-        assert!(left("stays.txt") && left("new.txt"));
+        assert!(!left("old"), "a folder the program removed goes");
+        assert!(left("kept"), "a folder the program kept stays");
+        assert!(left("stays.txt"));
+        assert!(
+            left("new.txt"),
+            "a file the server made meanwhile is never deleted"
+        );
         assert_eq!(
             std::fs::read_to_string(root.join("rewritten.txt")).unwrap(),
             "newer on the server",
             "a file the server wrote after it went in is not deleted"
         );
+        assert_eq!(now.files.len(), 1, "the container holds stays.txt: {now:?}");
     }
 
     #[test]
-    fn pack_since_sends_only_what_changed_and_lists_everything() {
+    fn a_file_the_program_left_alone_never_overwrites_a_newer_server_copy() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        std::fs::write(root.join("notes.txt"), "old").unwrap();
+        std::fs::write(root.join("removed.txt"), "old").unwrap();
+        let (packed, held) = pack(&settings(root), (1000, 1000)).unwrap();
+        // While the program runs, the server rewrites one file and deletes another.
+        std::fs::write(root.join("notes.txt"), "newer on the server").unwrap();
+        std::fs::remove_file(root.join("removed.txt")).unwrap();
+        let back = after_program(
+            &packed,
+            &["code/notes.txt", "code/removed.txt"],
+            &[("code/out.txt", b"the program's")],
+        );
+        let (skipped, _) = unpack(&settings(root), &back, Some(&held)).unwrap();
+        assert!(skipped.is_empty(), "{skipped:?}");
+        let read = |p: &str| std::fs::read_to_string(root.join(p)).unwrap_or_default();
+        assert_eq!(read("notes.txt"), "newer on the server");
+        assert!(!root.join("removed.txt").exists(), "not brought back");
+        assert_eq!(read("out.txt"), "the program's");
+    }
+
+    #[test]
+    fn an_archive_cut_short_deletes_nothing_and_a_short_file_is_an_error() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        std::fs::write(root.join("a.txt"), "a").unwrap();
+        std::fs::write(root.join("b.txt"), "b").unwrap();
+        let (packed, held) = pack(&settings(root), (1000, 1000)).unwrap();
+        // Cut at an entry's boundary (no end marker): looks like a shorter list.
+        let whole = after_program(&packed, &["code/a.txt"], &[]);
+        let cut = &whole[..whole.len() - 1024];
+        assert!(!ends_whole(cut) && ends_whole(&whole));
+        unpack(&settings(root), cut, Some(&held)).unwrap();
+        assert!(
+            root.join("b.txt").exists(),
+            "nothing deleted after a cut archive"
+        );
+        // Cut inside a file's data: an error, and the server's copy stays.
+        let fresh = archive(&[("code/a.txt", &[b'x'; 2048])]);
+        let inside = &fresh[..512 * 3];
+        assert!(unpack(&settings(root), inside, Some(&held)).is_err());
+        assert_eq!(std::fs::read_to_string(root.join("a.txt")).unwrap(), "a");
+    }
+
+    #[test]
+    fn pack_since_sends_only_what_the_container_lacks() {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path();
         std::fs::create_dir_all(root.join("d")).unwrap();
         std::fs::write(root.join("same.txt"), "same").unwrap();
         std::fs::write(root.join("d/edited.txt"), "old").unwrap();
+        std::fs::write(root.join("deleted.txt"), "x").unwrap();
         let (_, first) = pack(&settings(root), (1, 1)).unwrap();
-        assert_eq!(
-            scan(&settings(root)).unwrap(),
-            first,
-            "scan sees what pack sent"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
+        // Whole seconds: wait for the next one so that the edit shows in the times.
+        std::thread::sleep(std::time::Duration::from_millis(1100));
         std::fs::write(root.join("d/edited.txt"), "new!").unwrap();
         std::fs::write(root.join("added.txt"), "added").unwrap();
+        std::fs::remove_file(root.join("deleted.txt")).unwrap();
         let (packed, now) = pack_since(&settings(root), (1, 1), Some(&first)).unwrap();
         assert_eq!(
             names(&packed),
             ["code/", "code/added.txt", "code/d/", "code/d/edited.txt"]
         );
-        assert_eq!(now.files.len(), 3, "{now:?}");
-        assert_eq!(now, scan(&settings(root)).unwrap());
+        assert_eq!(
+            now.files.len(),
+            4,
+            "the container still holds deleted.txt: {now:?}"
+        );
+        let (again, _) = pack_since(&settings(root), (1, 1), Some(&now)).unwrap();
+        assert_eq!(names(&again), ["code/", "code/d/"], "nothing new to send");
     }
 
     #[test]

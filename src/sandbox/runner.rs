@@ -156,13 +156,13 @@ pub async fn run_cold(
 }
 
 /// Copies the storage folder into a created container's copy volume, owned by its user; what
-/// went in.
+/// the container holds then.
 async fn copy_in(
     engine: &dyn ContainerEngine,
     id: &str,
     copy: &CopySettings,
     spec: &ContainerSpec,
-) -> Result<copy::Sent, SandboxError> {
+) -> Result<copy::Held, SandboxError> {
     let owner = (spec.user.as_deref())
         .and_then(|u| u.split_once(':'))
         .and_then(|(u, g)| Some((u.parse().ok()?, g.parse().ok()?)))
@@ -170,42 +170,58 @@ async fn copy_in(
     copy_in_since(engine, id, copy, owner, None).await
 }
 
-/// Copies the files of the storage folder that `since` does not list as they are now (all of
-/// them without it) into container `id`'s copy volume, owned by `owner`; the folder as the
-/// container now has it (see [`copy::pack_since`]). The container may be running.
+/// Copies the files of the storage folder that container `id` does not hold as they are (all
+/// of them when `held` is unknown) into its copy volume, owned by `owner`; what it holds then
+/// (see [`copy::pack_since`]). The container may be running.
 pub async fn copy_in_since(
     engine: &dyn ContainerEngine,
     id: &str,
     copy: &CopySettings,
     owner: (u32, u32),
-    since: Option<copy::Sent>,
-) -> Result<copy::Sent, SandboxError> {
+    held: Option<copy::Held>,
+) -> Result<copy::Held, SandboxError> {
     let settings = copy.clone();
     let packed =
-        tokio::task::spawn_blocking(move || copy::pack_since(&settings, owner, since.as_ref()));
-    let (tar, sent) = packed
+        tokio::task::spawn_blocking(move || copy::pack_since(&settings, owner, held.as_ref()));
+    let (tar, held) = packed
         .await
         .map_err(|e| SandboxError::Copy(e.to_string()))??;
     engine.upload_archive(id, COPY_MOUNT, tar.into()).await?;
-    Ok(sent)
+    Ok(held)
 }
 
 /// Copies the files the run created or changed back into the storage folder, and deletes
-/// those of `sent` it deleted (a run adopted from another server has no `sent`: its deletions
-/// stay undone); what could not be copied is said at the end of stderr.
+/// those it deleted (a run adopted from another server has no `held`: its deletions stay
+/// undone); what could not be copied is said at the end of stderr.
 pub async fn copy_out(
     engine: &dyn ContainerEngine,
     id: &str,
     copy: &CopySettings,
-    sent: Option<&copy::Sent>,
-    mut outcome: RunOutcome,
+    held: Option<&copy::Held>,
+    outcome: RunOutcome,
 ) -> Result<RunOutcome, SandboxError> {
+    let (skipped, _) = copy_back(engine, id, copy, held).await?;
+    Ok(note_skipped(outcome, &skipped))
+}
+
+/// Brings container `id`'s copy of the folder back (see [`copy::unpack`]): what could not be
+/// copied back, and what the container holds.
+pub async fn copy_back(
+    engine: &dyn ContainerEngine,
+    id: &str,
+    copy: &CopySettings,
+    held: Option<&copy::Held>,
+) -> Result<(Vec<String>, copy::Held), SandboxError> {
     let tar = engine.download_archive(id, COPY_WORKDIR).await?;
     let settings = copy.clone();
-    let sent = sent.cloned();
-    let skipped = tokio::task::spawn_blocking(move || copy::unpack(&settings, &tar, sent.as_ref()))
+    let held = held.cloned();
+    tokio::task::spawn_blocking(move || copy::unpack(&settings, &tar, held.as_ref()))
         .await
-        .map_err(|e| SandboxError::Copy(e.to_string()))??;
+        .map_err(|e| SandboxError::Copy(e.to_string()))?
+}
+
+/// `outcome` with what was not copied back said at the end of its stderr.
+pub fn note_skipped(mut outcome: RunOutcome, skipped: &[String]) -> RunOutcome {
     if !skipped.is_empty() {
         if !outcome.stderr.is_empty() && !outcome.stderr.ends_with('\n') {
             outcome.stderr.push('\n');
@@ -215,7 +231,7 @@ pub async fn copy_out(
             skipped.join(", ")
         ));
     }
-    Ok(outcome)
+    outcome
 }
 
 /// A pre-started container, ready for one program (made by the pool).

@@ -209,15 +209,21 @@ impl Sandbox {
         );
         l.remove(labels::LABEL_ENV_VOLUME);
         l.insert(LABEL_SESSION.to_string(), id.to_string());
-        l.insert(
-            LABEL_STORAGE.to_string(),
-            self.settings.host_workdir.clone(),
-        );
+        l.insert(LABEL_STORAGE.to_string(), self.storage_label());
         l.insert(LABEL_CREATED.to_string(), created.to_string());
         if let Some(name) = name {
             l.insert(LABEL_SESSION_NAME.to_string(), name.to_string());
         }
         l
+    }
+
+    /// What names this storage folder on its session containers: its path on the daemon's host,
+    /// or in copy mode its id (see [`session_sync::storage_key`]).
+    fn storage_label(&self) -> String {
+        match &self.settings.copy {
+            Some(_) => session_sync::storage_key(&self.settings.sessions.state_dir),
+            None => self.settings.host_workdir.clone(),
+        }
     }
 
     /// Finds the running sessions of this storage folder that this server does not know yet
@@ -229,8 +235,9 @@ impl Sandbox {
             .list(labels::LABEL_PURPOSE, labels::SESSION)
             .await?;
         let mut adopted = 0;
+        let storage = self.storage_label();
         for c in listed {
-            if let Some(session) = self.adoptable(&c) {
+            if let Some(session) = self.adoptable(&c, &storage) {
                 let mut live = lock(&self.sessions.live);
                 let ended = lock(&self.sessions.ended).contains_key(&session.id);
                 if !ended && !live.contains_key(&session.id) {
@@ -243,9 +250,9 @@ impl Sandbox {
     }
 
     /// A listed container as a session of ours, if it is one, running, of this storage folder.
-    fn adoptable(&self, c: &ListedContainer) -> Option<Session> {
+    fn adoptable(&self, c: &ListedContainer, storage: &str) -> Option<Session> {
         let l = &c.labels;
-        if !c.running || l.get(LABEL_STORAGE) != Some(&self.settings.host_workdir) {
+        if !c.running || l.get(LABEL_STORAGE).map(String::as_str) != Some(storage) {
             return None;
         }
         let id = l.get(LABEL_SESSION).filter(|id| valid_id(id))?.clone();
