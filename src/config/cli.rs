@@ -141,8 +141,8 @@ pub struct Cli {
     #[arg(long, env = "RUN_RETENTION", default_value_t = super::DEFAULT_RUN_RETENTION_SECS)]
     pub run_retention: u64,
 
-    /// Runs going on in the background at once (per principal over HTTP); beyond, a call
-    /// that would start another is refused
+    /// Runs going on at once, in the background or whose call still waits (per principal over
+    /// HTTP); beyond, a call that would start another is refused
     #[arg(long, env = "MAX_BACKGROUND_RUNS", default_value_t = super::DEFAULT_MAX_BACKGROUND_RUNS)]
     pub max_background_runs: usize,
 

@@ -81,7 +81,9 @@ pub(super) async fn list_untyped(
     );
     let body = tokio::time::timeout(timeout, get(socket, &query))
         .await
-        .map_err(|_| malformed(format!("no answer within {}s", timeout.as_secs())))??;
+        .map_err(|_| EngineError::Unavailable {
+            source: format!("no answer within {}s", timeout.as_secs()).into(),
+        })??;
     parse(&body)
 }
 

@@ -339,7 +339,11 @@ impl ContainerEngine for DockerEngine {
                 // Podman's `stopped` (see listing.rs): read the list without bollard's models.
                 Err(e) if listing::is_unknown_value(&e) => match listing::unix_socket() {
                     Some(socket) => {
-                        return listing::list_untyped(socket, label, value, REQUEST_TIMEOUT).await;
+                        let listed = listing::list_untyped(socket, label, value, REQUEST_TIMEOUT);
+                        return match listed.await {
+                            Ok(list) => Ok(list),
+                            Err(e) => Err(self.forget_if_away(e).await),
+                        };
                     }
                     None if tokio::time::Instant::now() < until => {
                         tokio::time::sleep(listing::RETRY_EVERY).await;
