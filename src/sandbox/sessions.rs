@@ -4,7 +4,7 @@
 //! and its counters live in `<storage>/.mce-sessions/<id>.json`, so a restarted server finds it,
 //! attaches again and goes on. Calls to one session are serialised, within a server by a mutex
 //! and across servers by a lock file. The conversation itself is in [`super::session_call`].
-//! One room at ~412 lines: the session registry and every step of a session's life (create,
+//! One room at ~480 lines: the session registry and every step of a session's life (create,
 //! adopt, look up, list, close, reap, run) share its locks; the call and the records are apart.
 
 use std::collections::HashMap;
