@@ -78,7 +78,7 @@ pub async fn before_call(
 
 /// After a call (whatever its end, while the container exists): the session's files come
 /// back into the folder, and what the container holds is remembered for the next call.
-pub async fn after_call(
+async fn after_call(
     engine: &dyn ContainerEngine,
     container: &str,
     copy: &CopySettings,

@@ -106,6 +106,8 @@ impl Session {
 pub struct Sessions {
     live: Mutex<HashMap<String, Arc<Session>>>,
     ended: Mutex<HashMap<String, String>>,
+    /// Copy mode: the storage folder's id, read (or made) once.
+    storage_key: std::sync::OnceLock<String>,
 }
 
 /// A new session id: 128 random bits, hex.
@@ -221,7 +223,9 @@ impl Sandbox {
     /// or in copy mode its id (see [`session_sync::storage_key`]).
     fn storage_label(&self) -> String {
         match &self.settings.copy {
-            Some(_) => session_sync::storage_key(&self.settings.sessions.state_dir),
+            Some(_) => (self.sessions.storage_key)
+                .get_or_init(|| session_sync::storage_key(&self.settings.sessions.state_dir))
+                .clone(),
             None => self.settings.host_workdir.clone(),
         }
     }
